@@ -1,0 +1,254 @@
+//! Building the proxy from flags and running it until shutdown.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    audit::access_log::{Sink, Stdout},
+    authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
+    cli::Args,
+    cluster::{Registry, UpstreamOptions},
+    config::clusters,
+    proxy::{Proxy, ProxyOptions, headers::TrustedProxies, upgrade::Streams},
+    server::{self, ServeOptions, probe, tls::ServingCert},
+};
+
+/// Why the proxy could not start. Each names the flag or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Flags(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Authn(#[from] crate::authn::AuthnError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started proxy. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub probe_addr: SocketAddr,
+    pub authn: Arc<Authenticator>,
+    pub clusters: Arc<Registry>,
+    stop: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Shuts down gracefully and waits until everything is closed.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.done.await;
+    }
+
+    /// Waits for a shutdown started elsewhere to finish.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Validates flags, loads files, binds the ports and starts serving. Access lines go to stdout.
+pub async fn start(args: Args) -> Result<Running, StartError> {
+    start_with_sink(args, Arc::new(Stdout)).await
+}
+
+pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Running, StartError> {
+    let flag_err = |s: &str| StartError::Flags(s.to_string());
+    let issuer_url = args.oidc_issuer_url.clone().filter(|s| !s.is_empty());
+    let client_id = args.oidc_client_id.clone().filter(|s| !s.is_empty());
+    let (Some(issuer_url), Some(client_id)) = (issuer_url, client_id) else {
+        return Err(flag_err("--oidc-issuer-url and --oidc-client-id are required"));
+    };
+    let (Some(cert_file), Some(key_file)) = (&args.tls_cert_file, &args.tls_private_key_file) else {
+        return Err(flag_err(
+            "--tls-cert-file and --tls-private-key-file are required",
+        ));
+    };
+    if args.impersonate_upstream && args.disable_impersonation {
+        return Err(flag_err(
+            "--impersonate-upstream and --disable-impersonation contradict each other",
+        ));
+    }
+    if args.secure_port != 0 && args.secure_port == args.readiness_probe_port {
+        return Err(StartError::Flags(format!(
+            "--secure-port {} is also the readiness probe port",
+            args.secure_port
+        )));
+    }
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(StartError::Flags)?;
+    let ca_pem = match &args.oidc_ca_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| StartError::Flags(format!("--oidc-ca-file {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+
+    let authn = Authenticator::new(OidcConfig {
+        issuer_url,
+        client_id,
+        ca_pem,
+        signing_algs: parse_signing_algs(&args.oidc_signing_algs)?,
+        mapping: ClaimMapping {
+            username_claim: args.oidc_username_claim.clone(),
+            username_prefix: args.username_prefix().to_string(),
+            groups_claim: args.oidc_groups_claim.clone(),
+            groups_prefix: args.oidc_groups_prefix.clone(),
+            required_claims: args.oidc_required_claim.clone(),
+        },
+        refresh_interval: args.oidc_jwks_refresh_interval.max(Duration::from_secs(1)),
+        min_refetch_interval: args.oidc_jwks_min_refetch_interval,
+        cache_size: args.token_cache_size,
+    })?;
+
+    let cert = ServingCert::load(cert_file, key_file)?;
+    let tls_config = server::tls::server_config(
+        cert.resolver.clone(),
+        &args.tls_min_version,
+        &args.tls_cipher_suites,
+    )?;
+
+    let upstream_opts = UpstreamOptions {
+        connect_timeout: args.upstream_connect_timeout,
+        tls_handshake_timeout: args.upstream_tls_handshake_timeout,
+        response_header_timeout: args.upstream_response_header_timeout,
+    };
+    let registry = Arc::new(Registry::default());
+    if let Some(path) = &args.clusters_config {
+        let loaded = clusters::load(path)?;
+        registry.load_static(path, loaded, upstream_opts).await;
+    }
+    if registry.names().is_empty() {
+        tracing::warn!("no clusters are configured; every request will get 404");
+    }
+
+    let addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let probe_bind = SocketAddr::new(args.bind_address, args.readiness_probe_port);
+    let probe_listener = TcpListener::bind(probe_bind)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: probe_bind,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let probe_addr = probe_listener.local_addr().map_err(|source| StartError::Listen {
+        addr: probe_bind,
+        source,
+    })?;
+
+    let stop = CancellationToken::new();
+    let background = CancellationToken::new();
+    let hard = CancellationToken::new();
+    authn.spawn_refresher(background.clone());
+    cert.spawn_reloader(args.tls_reload_interval, background.clone());
+
+    let streams = Streams::default();
+    let proxy = Arc::new(Proxy {
+        authn: authn.clone(),
+        clusters: registry.clone(),
+        access_log,
+        opts: ProxyOptions {
+            trusted_proxies,
+            impersonate: args.impersonate_upstream,
+            extra_user_headers: args.extra_user_headers.clone(),
+            extra_user_header_client_ip: args.extra_user_header_client_ip,
+        },
+        streams: streams.clone(),
+    });
+
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let ready: probe::ReadyCheck = {
+        let (authn, shutting_down) = (authn.clone(), shutting_down.clone());
+        Arc::new(move || {
+            let mut reasons = Vec::new();
+            if !authn.is_ready() {
+                reasons.push("OIDC issuer keys are not loaded yet".to_string());
+            }
+            if shutting_down.load(Ordering::Acquire) {
+                reasons.push("shutting down".to_string());
+            }
+            if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+        })
+    };
+    tokio::spawn(probe::serve(probe_listener, ready, background.clone()));
+
+    let serve_opts = ServeOptions {
+        http2_max_streams: args.http2_max_streams_per_connection,
+        header_read_timeout: args.request_header_timeout,
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let server = tokio::spawn(server::serve(
+        listener,
+        TlsAcceptor::from(Arc::new(tls_config)),
+        proxy,
+        serve_opts,
+        stop.clone(),
+        hard.clone(),
+    ));
+    tracing::info!(%addr, %probe_addr, clusters = ?registry.names(), "serving");
+
+    let grace = args.shutdown_grace_period;
+    let stop_signal = stop.clone();
+    let done = tokio::spawn(async move {
+        stop_signal.cancelled().await;
+        shutting_down.store(true, Ordering::Release);
+        let graceful = match server.await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "listener task failed");
+                return;
+            }
+        };
+        tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
+        streams.tracker.close();
+        let drained = tokio::time::timeout(grace, async {
+            graceful.shutdown().await;
+            streams.tracker.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!("shutdown deadline reached: closing remaining streams");
+            streams.close.cancel();
+            hard.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), streams.tracker.wait()).await;
+        }
+        background.cancel();
+        tracing::info!("stopped");
+    });
+
+    Ok(Running {
+        addr,
+        probe_addr,
+        authn,
+        clusters: registry,
+        stop,
+        done,
+    })
+}

@@ -1,0 +1,186 @@
+//! The `AuSuccess` / `AuFail` lines on stdout that log pipelines of the Go proxy already parse:
+//!
+//! `[2021-11-25T01:05:17+0000] AuSuccess src:[<ip> / <xff>] URI:<uri> inbound:[<user> / <g1|g2> / <extras>]`
+//! `[2021-11-25T01:05:24+0000] AuFail src:[<ip> / <xff>] URI:<uri>`
+//!
+//! Differences from the Go proxy, on purpose: IPv6 addresses are printed whole, and control
+//! characters from the request or the token are escaped so one request can never forge a line.
+
+use std::{fmt::Write as _, io::Write as _, net::IpAddr};
+
+use time::{OffsetDateTime, format_description::FormatItem, macros::format_description};
+
+use crate::authn::User;
+
+const TIMESTAMP: &[FormatItem<'static>] = format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory][offset_minute]"
+);
+
+/// Where access lines go; stdout in production, a buffer in tests.
+pub trait Sink: Send + Sync {
+    fn line(&self, line: &str);
+}
+
+pub struct Stdout;
+
+impl Sink for Stdout {
+    fn line(&self, line: &str) {
+        // One write per line, so lines from concurrent requests never interleave.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// What the log needs to know about the client side of a request.
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    pub forwarded_for: Option<&'a str>,
+    pub uri: &'a str,
+}
+
+pub fn success_line(now: OffsetDateTime, client: &Client<'_>, user: &User) -> String {
+    let mut s = prefix(now, "AuSuccess", client, true);
+    s.push_str(" inbound:[");
+    escape_into(&mut s, &user.name);
+    s.push_str(" / ");
+    for (i, g) in user.token_groups().enumerate() {
+        if i > 0 {
+            s.push('|');
+        }
+        escape_into(&mut s, g);
+    }
+    s.push_str(" / ");
+    for (k, vs) in &user.extra {
+        escape_into(&mut s, k);
+        s.push('=');
+        escape_into(&mut s, &vs.join("|"));
+        s.push(' ');
+    }
+    s.push_str("]\n");
+    s
+}
+
+pub fn fail_line(now: OffsetDateTime, client: &Client<'_>) -> String {
+    let mut s = prefix(now, "AuFail", client, false);
+    s.push('\n');
+    s
+}
+
+fn prefix(now: OffsetDateTime, word: &str, client: &Client<'_>, filter_xff: bool) -> String {
+    let mut s = String::with_capacity(160 + client.uri.len());
+    s.push('[');
+    let _ = now
+        .format_into(&mut FmtAdapter(&mut s), TIMESTAMP)
+        .map_err(|_| s.push_str("0000-00-00T00:00:00+0000"));
+    let _ = write!(s, "] {word} src:[{} / ", client.ip);
+    if let Some(xff) = client.forwarded_for {
+        if filter_xff {
+            // As the Go proxy: the peer itself is not repeated in the forwarded-for part.
+            let ip = client.ip.to_string();
+            let kept: Vec<&str> = xff
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty() && *e != ip)
+                .collect();
+            escape_into(&mut s, &kept.join(", "));
+        } else {
+            escape_into(&mut s, xff);
+        }
+    }
+    s.push_str("] URI:");
+    escape_into(&mut s, client.uri);
+    s
+}
+
+fn escape_into(s: &mut String, v: &str) {
+    for c in v.chars() {
+        if c.is_control() {
+            let _ = write!(s, "\\x{:02x}", c as u32);
+        } else {
+            s.push(c);
+        }
+    }
+}
+
+/// `time` formats into `io::Write`; this lets it write straight into the line.
+struct FmtAdapter<'a>(&'a mut String);
+
+impl std::io::Write for FmtAdapter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn user() -> User {
+        User {
+            name: "mlbadmin1".into(),
+            uid: "1".into(),
+            groups: vec!["k8s:devops".into(), "ops".into(), "system:authenticated".into()],
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn success_line_matches_the_go_format() {
+        let c = Client {
+            ip: "10.42.0.5".parse().unwrap(),
+            forwarded_for: Some("10.42.1.3, 10.42.0.5"),
+            uri: "/k8s/api/v1/namespaces/openunison/pods?limit=500",
+        };
+        assert_eq!(
+            success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &user()),
+            "[2021-11-25T01:05:17+0000] AuSuccess src:[10.42.0.5 / 10.42.1.3] URI:/k8s/api/v1/namespaces/openunison/pods?limit=500 inbound:[mlbadmin1 / k8s:devops|ops / ]\n"
+        );
+    }
+
+    #[test]
+    fn fail_line_keeps_raw_xff_and_full_ipv6() {
+        let c = Client {
+            ip: "2001:db8::1".parse().unwrap(),
+            forwarded_for: Some("a, b"),
+            uri: "/k8s/api/v1/nodes",
+        };
+        assert_eq!(
+            fail_line(datetime!(2021-11-25 01:05:24 UTC), &c),
+            "[2021-11-25T01:05:24+0000] AuFail src:[2001:db8::1 / a, b] URI:/k8s/api/v1/nodes\n"
+        );
+        let no_xff = Client {
+            ip: "::1".parse().unwrap(),
+            forwarded_for: None,
+            uri: "/x",
+        };
+        assert_eq!(
+            fail_line(datetime!(2021-11-25 01:05:24 UTC), &no_xff),
+            "[2021-11-25T01:05:24+0000] AuFail src:[::1 / ] URI:/x\n"
+        );
+    }
+
+    #[test]
+    fn extras_and_injection() {
+        let mut u = user();
+        u.name = "eve\n[2021] AuSuccess".into();
+        u.extra.insert("scopes".into(), vec!["a".into(), "b".into()]);
+        let c = Client {
+            ip: "127.0.0.1".parse().unwrap(),
+            forwarded_for: None,
+            uri: "/k/x",
+        };
+        let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(
+            line.ends_with("inbound:[eve\\x0a[2021] AuSuccess / k8s:devops|ops / scopes=a|b ]\n"),
+            "{line}"
+        );
+    }
+}

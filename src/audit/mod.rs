@@ -1,0 +1,3 @@
+//! What the proxy records about each decision.
+
+pub mod access_log;

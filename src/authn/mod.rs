@@ -1,0 +1,331 @@
+//! Authentication: OIDC ID tokens verified as kube-apiserver verifies them with its `--oidc-*`
+//! flags, against keys fetched from the issuer and refreshed in the background.
+
+pub mod cache;
+pub mod claims;
+pub mod issuer;
+pub mod keys;
+pub mod user;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+pub use cache::TokenCache;
+pub use claims::ClaimMapping;
+pub use user::User;
+
+use issuer::IssuerClient;
+use keys::KeySet;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// Why a token was refused, or why the issuer could not be used. The details go to debug logs
+/// only: a client always gets a bare 401.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("signing algorithm {0:?} is not allowed")]
+    Algorithm(String),
+    #[error("no key of the issuer matches the token")]
+    UnknownKey,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token claims: {0}")]
+    Claims(String),
+    #[error("issuer keys are not loaded yet")]
+    NotReady,
+    #[error("fetching from the issuer: {0}")]
+    Fetch(String),
+    #[error("OIDC configuration: {0}")]
+    Config(String),
+}
+
+/// Settings from the `--oidc-*` flags.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer_url: String,
+    pub client_id: String,
+    pub ca_pem: Option<Vec<u8>>,
+    pub signing_algs: Vec<Algorithm>,
+    pub mapping: ClaimMapping,
+    pub refresh_interval: Duration,
+    /// Shortest time between two key fetches triggered by unknown `kid`s.
+    pub min_refetch_interval: Duration,
+    pub cache_size: usize,
+}
+
+/// Parses `--oidc-signing-algs`. Symmetric algorithms and `none` are refused outright.
+pub fn parse_signing_algs(names: &[String]) -> Result<Vec<Algorithm>, AuthnError> {
+    let mut algs = Vec::new();
+    for name in names {
+        let alg = match name.as_str() {
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            "PS256" => Algorithm::PS256,
+            "PS384" => Algorithm::PS384,
+            "PS512" => Algorithm::PS512,
+            "ES512" => {
+                return Err(AuthnError::Config(
+                    "signing alg ES512 is not supported yet".into(),
+                ));
+            }
+            other => return Err(AuthnError::Config(format!("unsupported signing alg: {other:?}"))),
+        };
+        if !algs.contains(&alg) {
+            algs.push(alg);
+        }
+    }
+    if algs.is_empty() {
+        return Err(AuthnError::Config("--oidc-signing-algs is empty".into()));
+    }
+    Ok(algs)
+}
+
+/// Counters the probe and metrics read.
+#[derive(Default)]
+pub struct AuthnStats {
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub key_fetches: AtomicU64,
+    pub key_fetch_failures: AtomicU64,
+}
+
+pub struct Authenticator {
+    cfg: OidcConfig,
+    client: IssuerClient,
+    validations: HashMap<Algorithm, Validation>,
+    keys: ArcSwap<KeySet>,
+    jwks_uri: ArcSwap<Option<String>>,
+    ready: AtomicBool,
+    cache: TokenCache,
+    /// Serialises key fetches and remembers when the last one happened (single flight).
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    pub stats: AuthnStats,
+}
+
+impl Authenticator {
+    pub fn new(cfg: OidcConfig) -> Result<Arc<Self>, AuthnError> {
+        if !cfg.issuer_url.starts_with("https://") {
+            return Err(AuthnError::Config(format!(
+                "--oidc-issuer-url {:?} must be https",
+                cfg.issuer_url
+            )));
+        }
+        if cfg.client_id.is_empty() {
+            return Err(AuthnError::Config("--oidc-client-id is required".into()));
+        }
+        let client = IssuerClient::new(&cfg.issuer_url, cfg.ca_pem.as_deref())?;
+        let validations = cfg
+            .signing_algs
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                v.set_issuer(&[&cfg.issuer_url]);
+                v.set_audience(&[&cfg.client_id]);
+                v.validate_nbf = true;
+                v.leeway = LEEWAY_SECS;
+                v.required_spec_claims = ["exp", "iss", "aud"].iter().map(|s| s.to_string()).collect();
+                (*alg, v)
+            })
+            .collect();
+        Ok(Arc::new(Authenticator {
+            cache: TokenCache::new(cfg.cache_size),
+            client,
+            validations,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            jwks_uri: ArcSwap::from_pointee(None),
+            ready: AtomicBool::new(false),
+            last_fetch: tokio::sync::Mutex::new(None),
+            stats: AuthnStats::default(),
+            cfg,
+        }))
+    }
+
+    /// True once the issuer's keys have been loaded (and from then on).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Verifies a bearer token and maps it to a user; repeat tokens come from the cache.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<User>, AuthnError> {
+        let now = Instant::now();
+        let key = TokenCache::key(token);
+        if let Some(user) = self.cache.get(&key, now) {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(user);
+        }
+        self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let (user, exp) = self.verify(token).await?;
+        let user = Arc::new(user);
+        let remaining = exp.saturating_sub(unix_now());
+        self.cache
+            .insert(key, user.clone(), now + Duration::from_secs(remaining), now);
+        Ok(user)
+    }
+
+    async fn verify(&self, token: &str) -> Result<(User, u64), AuthnError> {
+        if !self.is_ready() {
+            return Err(AuthnError::NotReady);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
+        let validation = self
+            .validations
+            .get(&header.alg)
+            .ok_or_else(|| AuthnError::Algorithm(format!("{:?}", header.alg)))?;
+        if let Some(kid) = header.kid.as_deref()
+            && !self.keys.load().has_kid(kid)
+        {
+            self.refetch_for_unknown_kid(kid).await;
+        }
+        let keys = self.keys.load();
+        let mut last_err = AuthnError::UnknownKey;
+        for key in keys.candidates(header.kid.as_deref(), header.alg) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
+                Ok(data) => return self.accept(data.claims),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {
+                    last_err = AuthnError::Invalid("signature does not verify".into());
+                }
+                Err(e) => return Err(AuthnError::Invalid(e.to_string())),
+            }
+        }
+        Err(last_err)
+    }
+
+    fn accept(&self, claims: Map<String, Value>) -> Result<(User, u64), AuthnError> {
+        let now = unix_now();
+        if let Some(iat) = claims.get("iat") {
+            let iat = iat
+                .as_f64()
+                .ok_or_else(|| AuthnError::Invalid("iat is not a number".into()))?;
+            if iat > (now + LEEWAY_SECS) as f64 {
+                return Err(AuthnError::Invalid("token issued in the future".into()));
+            }
+        }
+        let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0).max(0.0) as u64;
+        Ok((self.cfg.mapping.user(&claims)?, exp))
+    }
+
+    /// An unknown `kid` usually means the issuer rotated keys: fetch again, but at most once per
+    /// `min_refetch_interval` however many unknown kids arrive, and only one fetch at a time.
+    async fn refetch_for_unknown_kid(&self, kid: &str) {
+        let mut last = self.last_fetch.lock().await;
+        if self.keys.load().has_kid(kid) {
+            return; // someone else's fetch brought it while we waited
+        }
+        if last.is_some_and(|t| t.elapsed() < self.cfg.min_refetch_interval) {
+            return;
+        }
+        let uri = self.jwks_uri.load();
+        let Some(uri) = uri.as_ref() else { return };
+        *last = Some(Instant::now());
+        if let Err(e) = self.fetch_keys(uri).await {
+            tracing::warn!(error = %e, "refetching issuer keys for an unknown kid failed");
+        }
+    }
+
+    async fn fetch_keys(&self, jwks_uri: &str) -> Result<(), AuthnError> {
+        self.stats.key_fetches.fetch_add(1, Ordering::Relaxed);
+        let result = self.client.keys(jwks_uri).await.and_then(|set| {
+            let keys = KeySet::from_jwks(&set);
+            if keys.is_empty() {
+                Err(AuthnError::Fetch(format!(
+                    "{jwks_uri} holds no usable signing key"
+                )))
+            } else {
+                Ok(keys)
+            }
+        });
+        match result {
+            Ok(keys) => {
+                tracing::debug!(keys = keys.len(), "issuer keys loaded");
+                self.keys.store(Arc::new(keys));
+                self.ready.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.key_fetch_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Discovery plus keys; used at start and for the periodic refresh.
+    pub async fn refresh(&self) -> Result<(), AuthnError> {
+        let mut last = self.last_fetch.lock().await;
+        let uri = self
+            .client
+            .discover(&self.cfg.issuer_url)
+            .await
+            .inspect_err(|_| {
+                self.stats.key_fetch_failures.fetch_add(1, Ordering::Relaxed);
+            })?;
+        self.jwks_uri.store(Arc::new(Some(uri.clone())));
+        *last = Some(Instant::now());
+        self.fetch_keys(&uri).await
+    }
+
+    /// Loads the keys (retrying with backoff until it works) and then refreshes them
+    /// periodically, until `cancel` fires.
+    pub fn spawn_refresher(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let wait = match this.refresh().await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(500);
+                        this.cfg.refresh_interval
+                    }
+                    Err(e) => {
+                        tracing::warn!(issuer = %this.cfg.issuer_url, error = %e, "cannot load issuer keys; retrying");
+                        let wait = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        wait
+                    }
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        })
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_algs_allow_list() {
+        let algs = parse_signing_algs(&["RS256".into(), "ES256".into(), "RS256".into()]).unwrap();
+        assert_eq!(algs, [Algorithm::RS256, Algorithm::ES256]);
+        for bad in ["HS256", "none", "ES512", "rs256", ""] {
+            assert!(parse_signing_algs(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(parse_signing_algs(&[]).is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! Command-line flags. Names and defaults follow the Go kube-oidc-proxy and kube-apiserver so
+//! existing deployments keep their command lines; every flag can also come from the environment.
+
+pub mod goflags;
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Parser};
+
+use goflags::{parse_bool, parse_duration, parse_key_value};
+
+/// kube-oidc-proxy: one HTTPS endpoint in front of many Kubernetes clusters that authenticates
+/// OIDC tokens, authorizes with RBAC held inside the proxy and forwards with each cluster's own
+/// credentials.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "kube-oidc-proxy", version, about, long_about = None)]
+pub struct Args {
+    // ---- clusters and roles
+    /// YAML file listing the clusters: `clusters: [{name, kubeconfig}]`.
+    #[arg(long, env = "KOP_CLUSTERS_CONFIG", help_heading = "Kube-OIDC-Proxy")]
+    pub clusters_config: Option<PathBuf>,
+
+    /// Multi-document YAML of Roles, ClusterRoles and bindings (with metadata.clusterName).
+    #[arg(long, env = "KOP_ROLE_CONFIG", help_heading = "Kube-OIDC-Proxy")]
+    pub role_config: Option<PathBuf>,
+
+    /// Plain-HTTP port for /ready and /live (0 picks a free port).
+    #[arg(
+        short = 'P',
+        long,
+        default_value_t = 8080,
+        env = "KOP_READINESS_PROBE_PORT",
+        help_heading = "Kube-OIDC-Proxy"
+    )]
+    pub readiness_probe_port: u16,
+
+    /// Accepted for compatibility; responses are always flushed frame by frame, so watches and
+    /// log follows are never delayed whatever this says.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration, help_heading = "Kube-OIDC-Proxy")]
+    pub flush_interval: Duration,
+
+    /// When OIDC authentication fails, ask the target cluster to review the token (TokenReview)
+    /// and forward it unchanged if the cluster accepts it.
+    #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          help_heading = "Kube-OIDC-Proxy")]
+    pub token_passthrough: bool,
+
+    /// Audiences sent in passthrough TokenReviews (empty: the API server's own).
+    #[arg(long, value_delimiter = ',', help_heading = "Kube-OIDC-Proxy")]
+    pub token_passthrough_audiences: Vec<String>,
+
+    /// Never send Impersonate-* headers upstream (this is also the default unless
+    /// --impersonate-upstream is set); kept for compatibility with the Go proxy.
+    #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          help_heading = "Kube-OIDC-Proxy")]
+    pub disable_impersonation: bool,
+
+    /// Forward as the authenticated user with Impersonate-User/-Group/-Uid/-Extra-* headers
+    /// (the cluster identity must be allowed to impersonate).
+    #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          help_heading = "Kube-OIDC-Proxy")]
+    pub impersonate_upstream: bool,
+
+    /// Extra user info `key=value` (repeatable, comma separated) added as Impersonate-Extra-*
+    /// when impersonating upstream.
+    #[arg(long, value_delimiter = ',', value_parser = parse_key_value, help_heading = "Kube-OIDC-Proxy")]
+    pub extra_user_headers: Vec<(String, String)>,
+
+    /// Add the client IP as extra user info `Remote-Client-IP` when impersonating upstream.
+    #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          help_heading = "Kube-OIDC-Proxy")]
+    pub extra_user_header_client_ip: bool,
+
+    /// Namespace of the Secret holding dynamic cluster kubeconfigs.
+    #[arg(long, default_value = "", help_heading = "Kube-OIDC-Proxy")]
+    pub secret_namespace: String,
+
+    /// Name of the Secret holding dynamic cluster kubeconfigs (one data key per cluster).
+    #[arg(
+        long,
+        default_value = "kube-oidc-proxy-kubeconfigs",
+        help_heading = "Kube-OIDC-Proxy"
+    )]
+    pub secret_name: String,
+
+    // ---- OIDC
+    /// Issuer URL (https); discovery is read from <url>/.well-known/openid-configuration.
+    #[arg(long, env = "KOP_OIDC_ISSUER_URL", help_heading = "OIDC")]
+    pub oidc_issuer_url: Option<String>,
+
+    /// Client ID; tokens must carry it in `aud`.
+    #[arg(long, env = "KOP_OIDC_CLIENT_ID", help_heading = "OIDC")]
+    pub oidc_client_id: Option<String>,
+
+    /// PEM bundle trusted for the issuer (default: the system roots).
+    #[arg(long, env = "KOP_OIDC_CA_FILE", help_heading = "OIDC")]
+    pub oidc_ca_file: Option<PathBuf>,
+
+    /// Allowed signing algorithms (RS256/384/512, ES256/384, PS256/384/512).
+    #[arg(long, value_delimiter = ',', default_value = "RS256", help_heading = "OIDC")]
+    pub oidc_signing_algs: Vec<String>,
+
+    /// Claim holding the user name.
+    #[arg(long, default_value = "sub", help_heading = "OIDC")]
+    pub oidc_username_claim: String,
+
+    /// Prefix put in front of user names; empty or `-` means none.
+    #[arg(long, default_value = "", help_heading = "OIDC")]
+    pub oidc_username_prefix: String,
+
+    /// Claim holding the groups (a string or a list of strings).
+    #[arg(long, default_value = "groups", help_heading = "OIDC")]
+    pub oidc_groups_claim: String,
+
+    /// Prefix put in front of every group.
+    #[arg(long, default_value = "", help_heading = "OIDC")]
+    pub oidc_groups_prefix: String,
+
+    /// `key=value` that every token must carry as a string claim (repeatable).
+    #[arg(long, value_parser = parse_key_value, action = ArgAction::Append, help_heading = "OIDC")]
+    pub oidc_required_claim: Vec<(String, String)>,
+
+    /// How often the issuer's keys are re-read even without an unknown `kid`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, help_heading = "OIDC")]
+    pub oidc_jwks_refresh_interval: Duration,
+
+    /// Shortest time between two key fetches caused by tokens with an unknown `kid`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "OIDC")]
+    pub oidc_jwks_min_refetch_interval: Duration,
+
+    /// Verified tokens kept in memory (0 disables the cache).
+    #[arg(long, default_value_t = 10_000, help_heading = "OIDC")]
+    pub token_cache_size: usize,
+
+    // ---- Secure serving
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0", help_heading = "Secure Serving")]
+    pub bind_address: IpAddr,
+
+    /// HTTPS port (0 picks a free port).
+    #[arg(long, default_value_t = 6443, help_heading = "Secure Serving")]
+    pub secure_port: u16,
+
+    /// Serving certificate (PEM, may include the chain); re-read when it changes.
+    #[arg(long, env = "KOP_TLS_CERT_FILE", help_heading = "Secure Serving")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Serving private key (PEM); re-read when it changes.
+    #[arg(long, env = "KOP_TLS_PRIVATE_KEY_FILE", help_heading = "Secure Serving")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// Minimum TLS version: VersionTLS12 or VersionTLS13.
+    #[arg(long, default_value = "VersionTLS12", help_heading = "Secure Serving")]
+    pub tls_min_version: String,
+
+    /// Comma-separated cipher suites (Go/IANA names) allowed for TLS 1.2; default: all secure ones.
+    #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
+    pub tls_cipher_suites: Vec<String>,
+
+    /// How often the serving certificate files are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Secure Serving")]
+    pub tls_reload_interval: Duration,
+
+    /// Concurrent HTTP/2 streams per client connection (0: 1000, so many watches fit).
+    #[arg(long, default_value_t = 0, help_heading = "Secure Serving")]
+    pub http2_max_streams_per_connection: u32,
+
+    /// Time a client has to send its request headers.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Secure Serving")]
+    pub request_header_timeout: Duration,
+
+    /// On SIGTERM, how long in-flight requests may finish before streams are closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, help_heading = "Secure Serving")]
+    pub shutdown_grace_period: Duration,
+
+    /// Peers (IPs or CIDRs, comma separated) whose X-Forwarded-For is believed.
+    #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
+    pub trusted_proxies: Vec<String>,
+
+    // ---- Upstream
+    /// TCP connect timeout towards cluster API servers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Upstream")]
+    pub upstream_connect_timeout: Duration,
+
+    /// TLS handshake timeout towards cluster API servers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Upstream")]
+    pub upstream_tls_handshake_timeout: Duration,
+
+    /// Longest wait for an API server's response headers (0: none). Streams are never timed
+    /// out once their headers arrived.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, help_heading = "Upstream")]
+    pub upstream_response_header_timeout: Duration,
+
+    // ---- Audit
+    /// Base URL of the audit webhook (events go to <url>/api/v1/k8s-audit-log/webhook).
+    #[arg(long, env = "KOP_AUDIT_WEBHOOK_SERVER", help_heading = "Audit")]
+    pub audit_webhook_server: Option<String>,
+
+    // ---- Misc
+    /// Log verbosity (klog style): 0 info, 2 debug for the proxy, 4 debug for everything, 6 trace.
+    #[arg(short = 'v', long = "v", default_value_t = 0, help_heading = "Misc")]
+    pub verbosity: u8,
+}
+
+impl Args {
+    /// True when the username prefix flag means "no prefix".
+    pub fn username_prefix(&self) -> &str {
+        match self.oidc_username_prefix.as_str() {
+            "-" => "",
+            p => p,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("kube-oidc-proxy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_go_proxy() {
+        let a = parse(&[]).expect("defaults parse");
+        assert_eq!(a.secure_port, 6443);
+        assert_eq!(a.readiness_probe_port, 8080);
+        assert_eq!(a.oidc_signing_algs, vec!["RS256"]);
+        assert_eq!(a.oidc_username_claim, "sub");
+        assert_eq!(a.oidc_groups_claim, "groups");
+        assert_eq!(a.secret_name, "kube-oidc-proxy-kubeconfigs");
+        assert_eq!(a.flush_interval, Duration::from_millis(50));
+        assert!(!a.token_passthrough);
+        assert_eq!(a.bind_address.to_string(), "0.0.0.0");
+    }
+
+    #[test]
+    fn go_style_values() {
+        let a = parse(&[
+            "--token-passthrough",
+            "--disable-impersonation=false",
+            "--extra-user-header-client-ip=true",
+            "--flush-interval=1m30s",
+            "--oidc-signing-algs=RS256,ES256",
+            "--oidc-required-claim=tenant=a=b",
+            "--oidc-required-claim",
+            "hd=example.com",
+            "--extra-user-headers=a=1,b=2,a=3",
+            "-v=4",
+        ])
+        .expect("parse");
+        assert!(a.token_passthrough);
+        assert!(!a.disable_impersonation);
+        assert!(a.extra_user_header_client_ip);
+        assert_eq!(a.flush_interval, Duration::from_secs(90));
+        assert_eq!(a.oidc_signing_algs, vec!["RS256", "ES256"]);
+        assert_eq!(
+            a.oidc_required_claim,
+            vec![
+                ("tenant".into(), "a=b".into()),
+                ("hd".into(), "example.com".into())
+            ]
+        );
+        assert_eq!(a.extra_user_headers.len(), 3);
+        assert_eq!(a.verbosity, 4);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--token-passthrough=maybe"]).is_err());
+        assert!(parse(&["--flush-interval=5"]).is_err());
+        assert!(parse(&["--oidc-required-claim=novalue"]).is_err());
+        assert!(parse(&["--secure-port=70000"]).is_err());
+    }
+
+    #[test]
+    fn dash_prefix_means_none() {
+        let a = parse(&["--oidc-username-prefix=-"]).expect("parse");
+        assert_eq!(a.username_prefix(), "");
+        let a = parse(&["--oidc-username-prefix=oidc:"]).expect("parse");
+        assert_eq!(a.username_prefix(), "oidc:");
+    }
+}

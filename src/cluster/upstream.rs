@@ -1,0 +1,253 @@
+//! The client for one cluster's API server, built from its kubeconfig (current context): server
+//! URL with its path prefix, CA, client certificate, bearer token or token file, exec plugins,
+//! `tls-server-name` and `insecure-skip-tls-verify` all come from kube's own kubeconfig code.
+//!
+//! Upstream is HTTP/1.1 only: one pooled connection per in-flight request, so a long watch never
+//! queues other requests behind it (an h2 connection would), and upgrades always work.
+
+use std::{
+    future::Future,
+    path::Path,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri, uri::PathAndQuery};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use kube::{
+    Config,
+    client::ConfigExt,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
+
+/// Request bodies sent upstream: the client's own body, streamed, or one the proxy made.
+pub type UpBody = Either<Incoming, Full<Bytes>>;
+type UpService = BoxCloneSyncService<Request<UpBody>, Response<Incoming>, BoxError>;
+
+/// Timeouts towards API servers (`--upstream-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamOptions {
+    pub connect_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// Zero means no limit.
+    pub response_header_timeout: Duration,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        UpstreamOptions {
+            connect_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            response_header_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// No connection could be made (refused, DNS, TLS handshake, timeout).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no response headers within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed after it was made (reset, malformed response).
+    #[error("upstream failed: {0}")]
+    Failed(String),
+}
+
+pub struct Upstream {
+    scheme_authority: String,
+    /// The server URL's path without a trailing slash (e.g. Rancher's `/k8s/clusters/c-x`).
+    path_prefix: String,
+    service: UpService,
+    header_timeout: Duration,
+    /// The server URL, for logs.
+    pub server: String,
+}
+
+impl Upstream {
+    /// Loads a kubeconfig file and builds the client for its current context.
+    pub async fn from_kubeconfig_file(path: &Path, opts: UpstreamOptions) -> Result<Upstream, UpstreamError> {
+        let path = path.to_path_buf();
+        let kubeconfig = tokio::task::spawn_blocking(move || Kubeconfig::read_from(&path))
+            .await
+            .map_err(|e| UpstreamError::Kubeconfig(e.to_string()))?
+            .map_err(|e| UpstreamError::Kubeconfig(error_chain(&e)))?;
+        Self::from_kubeconfig(kubeconfig, opts).await
+    }
+
+    pub async fn from_kubeconfig(
+        kubeconfig: Kubeconfig,
+        opts: UpstreamOptions,
+    ) -> Result<Upstream, UpstreamError> {
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| UpstreamError::Kubeconfig(error_chain(&e)))?;
+        // Exec credential plugins run synchronously inside auth_layer(): keep them off the
+        // async workers.
+        tokio::task::spawn_blocking(move || Self::from_config(&config, opts))
+            .await
+            .map_err(|e| UpstreamError::Kubeconfig(e.to_string()))?
+    }
+
+    fn from_config(config: &Config, opts: UpstreamOptions) -> Result<Upstream, UpstreamError> {
+        let kube_err = |e: kube::Error| UpstreamError::Kubeconfig(error_chain(&e));
+        let url = &config.cluster_url;
+        let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
+            return Err(UpstreamError::Kubeconfig(format!(
+                "server URL {url} has no scheme or host"
+            )));
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        http.set_connect_timeout(Some(opts.connect_timeout));
+        let https = config
+            .rustls_https_connector_with_connector(http)
+            .map_err(kube_err)?;
+        let connector = TimedConnect {
+            inner: https,
+            limit: opts.connect_timeout + opts.tls_handshake_timeout,
+        };
+        let client: Client<_, UpBody> = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        let stack = ServiceBuilder::new()
+            .layer(config.extra_headers_layer().map_err(kube_err)?)
+            .option_layer(config.auth_layer().map_err(kube_err)?)
+            .service(ServiceExt::<Request<UpBody>>::map_err(client, box_error));
+        Ok(Upstream {
+            scheme_authority: format!("{scheme}://{authority}"),
+            path_prefix: url.path().trim_end_matches('/').to_string(),
+            service: BoxCloneSyncService::new(stack),
+            header_timeout: opts.response_header_timeout,
+            server: url.to_string(),
+        })
+    }
+
+    /// The upstream URI for a Kubernetes path (starting with `/`, or empty) and raw query.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let path = if path.is_empty() { "/" } else { path };
+        let mut s =
+            String::with_capacity(self.scheme_authority.len() + self.path_prefix.len() + path.len() + 64);
+        s.push_str(&self.scheme_authority);
+        s.push_str(&self.path_prefix);
+        s.push_str(path);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        Ok(Uri::try_from(s)?)
+    }
+
+    pub fn path_and_query_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// Sends one request. Only the wait for response headers is limited; the body streams for as
+    /// long as the API server keeps it open.
+    pub async fn send(&self, req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let call = self.service.clone().oneshot(req);
+        let result = if self.header_timeout.is_zero() {
+            call.await
+        } else {
+            match tokio::time::timeout(self.header_timeout, call).await {
+                Ok(r) => r,
+                Err(_) => return Err(UpstreamError::Timeout(self.header_timeout)),
+            }
+        };
+        result.map_err(classify)
+    }
+}
+
+fn box_error(e: hyper_util::client::legacy::Error) -> BoxError {
+    Box::new(e)
+}
+
+fn classify(e: BoxError) -> UpstreamError {
+    let text = error_chain(&*e);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            return UpstreamError::Connect(text);
+        }
+        if err.is::<ConnectTimeout>() {
+            return UpstreamError::Connect(text);
+        }
+        source = err.source();
+    }
+    UpstreamError::Failed(text)
+}
+
+/// `a: b: c` from an error and its sources, for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connect and TLS handshake took longer than {0:?}")]
+struct ConnectTimeout(Duration);
+
+/// Bounds TCP connect plus TLS handshake, which hyper-rustls does not limit by itself.
+#[derive(Clone)]
+struct TimedConnect<C> {
+    inner: C,
+    limit: Duration,
+}
+
+impl<C> Service<Uri> for TimedConnect<C>
+where
+    C: Service<Uri> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let fut = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimeout(limit)) as BoxError),
+            }
+        })
+    }
+}
+
+/// Checks that a path and query would be accepted by `http` before building a request with it.
+pub fn valid_path_and_query(s: &str) -> bool {
+    PathAndQuery::try_from(s).is_ok()
+}

@@ -1,0 +1,43 @@
+//! Configuration files: read once at start, validated with errors that name file, line and field.
+
+pub mod clusters;
+
+use std::{fmt, path::PathBuf};
+
+/// A problem in a configuration file, located as precisely as the file allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is not tied to a line (e.g. the file cannot be read).
+    pub line: u64,
+    /// Dotted path of the field, e.g. `clusters[1].name`; empty for the whole file.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Valid cluster names are URL path segments that need no escaping and cannot walk the path:
+/// `[-._a-zA-Z0-9]+`, but not `.` or `..`. The same rule applies to routing.
+pub fn valid_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}

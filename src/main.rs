@@ -1,0 +1,43 @@
+use clap::Parser;
+use kube_oidc_proxy::{cli::Args, logging};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    logging::init(args.verbosity);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let running = match kube_oidc_proxy::start(args).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+
+    wait_for_signal().await;
+    running.begin_shutdown();
+    // A second signal means "now": skip the grace period.
+    tokio::select! {
+        _ = running.wait() => {}
+        _ = wait_for_signal() => {
+            eprintln!("second signal: exiting immediately");
+            std::process::exit(1);
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the process can only be killed; keep serving.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}

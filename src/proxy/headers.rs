@@ -1,0 +1,345 @@
+//! Header rules for both directions. Everything that decides what reaches an API server lives
+//! here, in one place: credentials and impersonation from the client never pass, hop-by-hop
+//! headers are dropped (RFC 9110 §7.6.1), and the proxy's own headers are added only after the
+//! client's have been cleaned, so a `Connection:` header can never name them away.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
+
+/// kube-apiserver accepts a bearer token inside a WebSocket subprotocol (browsers cannot set
+/// headers); it is a credential like `Authorization` and is handled the same way.
+const WS_BEARER_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// True for an HTTP/1.1 request asking to switch protocols (SPDY or WebSocket).
+pub fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11 && headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The bearer token of a request: `Authorization: Bearer <t>` (scheme case-insensitive), or the
+/// WebSocket bearer subprotocol.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?.trim();
+        let (scheme, token) = v.split_once(' ')?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+            return None;
+        }
+        return Some(token.to_string());
+    }
+    for v in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter() {
+        let Ok(v) = v.to_str() else { continue };
+        for proto in v.split(',').map(str::trim) {
+            if let Some(enc) = proto.strip_prefix(WS_BEARER_PREFIX) {
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(enc.trim_end_matches('='))
+                    .ok()?;
+                let token = String::from_utf8(raw).ok()?;
+                return (!token.is_empty()).then_some(token);
+            }
+        }
+    }
+    None
+}
+
+/// True when the client tries to impersonate someone (`kubectl --as`).
+pub fn has_impersonation(headers: &HeaderMap) -> bool {
+    headers.keys().any(is_impersonation)
+}
+
+fn is_impersonation(name: &HeaderName) -> bool {
+    name.as_str().starts_with("impersonate-")
+}
+
+/// Cleans a client request's headers before it goes upstream. `upgrade` keeps `Connection:
+/// Upgrade` and `Upgrade`, which the API server needs to switch protocols.
+pub fn clean_request(headers: &mut HeaderMap, upgrade: bool) {
+    remove_connection_named(headers);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::HOST);
+    let impersonation: Vec<HeaderName> = headers.keys().filter(|k| is_impersonation(k)).cloned().collect();
+    for name in impersonation {
+        headers.remove(name);
+    }
+    strip_ws_bearer(headers);
+}
+
+/// Cleans an upstream response's headers before it goes back to the client.
+pub fn clean_response(headers: &mut HeaderMap, upgrade: bool) {
+    remove_connection_named(headers);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes the headers a `Connection` header lists, except ones that must survive an upgrade.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| n != header::UPGRADE)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+fn strip_ws_bearer(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .cloned()
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    let kept: Vec<String> = values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.starts_with(WS_BEARER_PREFIX))
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join(", "))
+    {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+}
+
+/// Peers whose `X-Forwarded-For` is believed (`--trusted-proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses IPs and CIDRs (`10.0.0.0/8`, `::1`).
+    pub fn parse(items: &[String]) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let (ip, bits) = match item.split_once('/') {
+                Some((ip, bits)) => (ip, Some(bits)),
+                None => (item, None),
+            };
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("invalid trusted proxy {item:?}"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                Some(b) => b
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or(format!("invalid prefix in {item:?}"))?,
+                None => max,
+            };
+            nets.push((ip, bits));
+        }
+        Ok(TrustedProxies(nets))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|(net, bits)| match (canonical(*net), ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), *bits),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), *bits),
+            _ => false,
+        })
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let full = (bits / 8) as usize;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rem = bits % 8;
+    rem == 0 || (a[full] ^ b[full]) >> (8 - rem) == 0
+}
+
+/// The `X-Forwarded-For` to send upstream: the client's chain when the peer is a trusted proxy,
+/// followed by the peer itself.
+pub fn forwarded_for(
+    incoming: Option<&HeaderValue>,
+    peer: IpAddr,
+    trusted: &TrustedProxies,
+) -> Option<HeaderValue> {
+    let peer = canonical(peer).to_string();
+    let chain = incoming
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| trusted.contains(canonical_peer(&peer)));
+    let value = match chain {
+        Some(c) if !c.trim().is_empty() => format!("{}, {peer}", c.trim()),
+        _ => peer,
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+fn canonical_peer(s: &str) -> IpAddr {
+    s.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(
+            bearer_token(&map(&[("authorization", "Bearer abc")])),
+            Some("abc".into())
+        );
+        assert_eq!(
+            bearer_token(&map(&[("authorization", "bearer  abc ")])),
+            Some("abc".into())
+        );
+        assert_eq!(bearer_token(&map(&[("authorization", "Basic abc")])), None);
+        assert_eq!(bearer_token(&map(&[("authorization", "Bearer ")])), None);
+        assert_eq!(bearer_token(&map(&[("authorization", "Bearer a b")])), None);
+        assert_eq!(bearer_token(&map(&[])), None);
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("tok.en");
+        let ws = format!("v5.channel.k8s.io, {WS_BEARER_PREFIX}{enc}");
+        assert_eq!(
+            bearer_token(&map(&[("sec-websocket-protocol", &ws)])),
+            Some("tok.en".into())
+        );
+    }
+
+    #[test]
+    fn credentials_and_impersonation_never_pass() {
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("secret");
+        let mut h = map(&[
+            ("authorization", "Bearer secret"),
+            ("impersonate-user", "admin"),
+            ("Impersonate-Group", "system:masters"),
+            ("impersonate-extra-scopes", "x"),
+            ("impersonate-uid", "1"),
+            ("host", "proxy:8443"),
+            (
+                "sec-websocket-protocol",
+                &format!("v5.channel.k8s.io, {WS_BEARER_PREFIX}{enc}"),
+            ),
+            ("accept", "application/json"),
+        ]);
+        assert!(has_impersonation(&h));
+        clean_request(&mut h, false);
+        assert!(!has_impersonation(&h));
+        assert!(h.get("authorization").is_none());
+        assert!(h.get("host").is_none());
+        assert_eq!(h.get("sec-websocket-protocol").unwrap(), "v5.channel.k8s.io");
+        assert_eq!(h.get("accept").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, Authorization"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("x-keep", "1"),
+        ]);
+        clean_request(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "v4"),
+        ]);
+        assert!(wants_upgrade(Version::HTTP_11, &h));
+        assert!(!wants_upgrade(Version::HTTP_2, &h));
+        clean_request(&mut h, true);
+        assert_eq!(h.get("connection").unwrap(), "Upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "SPDY/3.1");
+        assert_eq!(h.get("x-stream-protocol-version").unwrap(), "v4");
+        assert!(!wants_upgrade(
+            Version::HTTP_11,
+            &map(&[("upgrade", "websocket")])
+        ));
+        assert!(wants_upgrade(
+            Version::HTTP_11,
+            &map(&[("connection", "keep-alive, upgrade"), ("upgrade", "websocket")])
+        ));
+    }
+
+    #[test]
+    fn forwarded_for_trusts_only_configured_peers() {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
+        let xff = HeaderValue::from_static("203.0.113.7");
+        let from_lb = forwarded_for(Some(&xff), "10.1.2.3".parse().unwrap(), &trusted).unwrap();
+        assert_eq!(from_lb, "203.0.113.7, 10.1.2.3");
+        let spoofed = forwarded_for(Some(&xff), "192.0.2.1".parse().unwrap(), &trusted).unwrap();
+        assert_eq!(spoofed, "192.0.2.1");
+        let v6 = forwarded_for(Some(&xff), "::1".parse().unwrap(), &trusted).unwrap();
+        assert_eq!(v6, "203.0.113.7, ::1");
+        assert!(trusted.contains("::ffff:10.9.9.9".parse().unwrap()));
+        assert!(!trusted.contains("11.0.0.1".parse().unwrap()));
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(TrustedProxies::parse(&["nope".into()]).is_err());
+    }
+}

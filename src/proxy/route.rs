@@ -1,0 +1,107 @@
+//! Routing: the first path segment names the cluster, the rest is the Kubernetes path.
+//! Parsing is strict on purpose: a cluster segment or a dot-segment that some component would
+//! decode or normalise differently is refused rather than guessed at.
+
+use crate::config::valid_cluster_name;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub cluster: &'a str,
+    /// The Kubernetes path, raw (as the client encoded it), starting with `/`, or empty.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("the path must start with /<cluster-name>")]
+    NoCluster,
+    #[error("invalid cluster name in the path")]
+    BadCluster,
+    #[error("the path may not contain '.' or '..' segments")]
+    DotSegment,
+}
+
+pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, RouteError> {
+    let rest = path.strip_prefix('/').ok_or(RouteError::NoCluster)?;
+    let (cluster, k8s_path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if cluster.is_empty() {
+        return Err(RouteError::NoCluster);
+    }
+    // valid_cluster_name refuses '%', so %2F and friends never reach a lookup.
+    if !valid_cluster_name(cluster) {
+        return Err(RouteError::BadCluster);
+    }
+    // A dot-segment could climb out of the server URL's path prefix (Rancher-style servers put
+    // several clusters behind one host), so refuse them whatever their encoding.
+    if k8s_path.split('/').any(is_dot_segment) {
+        return Err(RouteError::DotSegment);
+    }
+    Ok(Route {
+        cluster,
+        path: k8s_path,
+        query,
+    })
+}
+
+fn is_dot_segment(seg: &str) -> bool {
+    let lowered = seg.to_ascii_lowercase();
+    let decoded = lowered.replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = parse("/k8s/api/v1/namespaces/dev/pods", Some("watch=1")).unwrap();
+        assert_eq!(
+            r,
+            Route {
+                cluster: "k8s",
+                path: "/api/v1/namespaces/dev/pods",
+                query: Some("watch=1")
+            }
+        );
+        assert_eq!(parse("/k8s", None).unwrap().path, "");
+        assert_eq!(parse("/k8s/", None).unwrap().path, "/");
+        // Encoded characters after the cluster segment stay as the client sent them.
+        assert_eq!(parse("/a/api/v1/x%2Fy", None).unwrap().path, "/api/v1/x%2Fy");
+    }
+
+    #[test]
+    fn refuses_malformed_clusters() {
+        assert_eq!(parse("/", None), Err(RouteError::NoCluster));
+        assert_eq!(parse("//api", None), Err(RouteError::NoCluster));
+        assert_eq!(parse("", None), Err(RouteError::NoCluster));
+        for bad in [
+            "/../api",
+            "/./api",
+            "/a%2Fb/api",
+            "/%6b8s/api",
+            "/a b/api",
+            "/k8s:x/api",
+        ] {
+            assert_eq!(parse(bad, None), Err(RouteError::BadCluster), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_dot_segments_in_the_rest() {
+        for bad in [
+            "/k8s/../other/api",
+            "/k8s/api/./v1",
+            "/k8s/%2e%2E/x",
+            "/k8s/api/.%2e",
+            "/k8s/..",
+        ] {
+            assert_eq!(parse(bad, None), Err(RouteError::DotSegment), "{bad}");
+        }
+        assert!(parse("/k8s/api/...", None).is_ok());
+    }
+}

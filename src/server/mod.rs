@@ -1,0 +1,124 @@
+//! Listeners: the TLS proxy port and the plain-HTTP probe port, and graceful shutdown.
+
+pub mod probe;
+pub mod tls;
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::Proxy;
+
+/// Listener settings from flags.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub http2_max_streams: u32,
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+/// HTTP/1.1 and HTTP/2 servers, chosen per connection by the ALPN result rather than by sniffing.
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(opts: ServeOptions) -> Self {
+        let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+        // Without a timer hyper silently drops the header timeout (slowloris).
+        h1.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .keep_alive(true);
+        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        let streams = if opts.http2_max_streams == 0 {
+            1000
+        } else {
+            opts.http2_max_streams
+        };
+        // client-go multiplexes every watch of a process over one connection: allow many streams,
+        // and large header lists (big groups claims).
+        h2.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(streams)
+            .max_header_list_size(1 << 20)
+            .max_pending_accept_reset_streams(Some(200))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Builders { h1, h2 }
+    }
+}
+
+/// Accepts TLS connections until `stop` fires, then hands back the tracker of the open
+/// connections so shutdown can drain them. Connections are dropped outright when `hard` fires.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    opts: ServeOptions,
+    stop: CancellationToken,
+    hard: CancellationToken,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(opts));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return graceful,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, proxy, builders, watcher, hard) = (
+            acceptor.clone(),
+            proxy.clone(),
+            builders.clone(),
+            graceful.watcher(),
+            hard.clone(),
+        );
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let svc = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            });
+            let builder = if h2 { &builders.h2 } else { &builders.h1 };
+            let conn = watcher.watch(
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .into_owned(),
+            );
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                _ = hard.cancelled() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,82 @@
+//! The plain-HTTP probe port: `GET /ready` and `GET /live`, as the Go proxy served them.
+
+use std::{convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Answers `Ok` when ready, or the reasons it is not.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
+
+pub async fn serve(listener: TcpListener, ready: ReadyCheck, stop: CancellationToken) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let ready = ready.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &ready)) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(req: &Request<Incoming>, ready: &ReadyCheck) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+            "text/plain",
+        );
+    }
+    match req.uri().path() {
+        "/live" => reply(StatusCode::OK, "{}\n".into(), JSON),
+        "/ready" => {
+            let full = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "full=1" || kv == "full=true"));
+            match ready() {
+                Ok(()) if full => reply(StatusCode::OK, "{\"status\": \"OK\"}\n".into(), JSON),
+                Ok(()) => reply(StatusCode::OK, "{}\n".into(), JSON),
+                Err(reasons) if full => {
+                    let body = serde_json::json!({ "status": "not ready", "reasons": reasons });
+                    reply(StatusCode::SERVICE_UNAVAILABLE, format!("{body:#}\n"), JSON)
+                }
+                Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "{}\n".into(), JSON),
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "404 page not found\n".into(), "text/plain"),
+    }
+}
+
+const JSON: &str = "application/json; charset=utf-8";
+
+fn reply(code: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
