@@ -2,20 +2,22 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     audit::access_log::{Sink, Stdout},
     authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
+    authz::role_file::{self, RoleFile},
     cli::Args,
     cluster::{Registry, UpstreamOptions},
     config::clusters,
@@ -32,6 +34,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Authn(#[from] crate::authn::AuthnError),
+    #[error(transparent)]
+    RoleFile(#[from] role_file::RoleFileError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -135,7 +139,25 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         tls_handshake_timeout: args.upstream_tls_handshake_timeout,
         response_header_timeout: args.upstream_response_header_timeout,
     };
-    let registry = Arc::new(Registry::default());
+    let stop = CancellationToken::new();
+    let background = CancellationToken::new();
+    let hard = CancellationToken::new();
+
+    let role_file = match &args.role_config {
+        Some(path) => role_file::load(path)?,
+        None => RoleFile::default(),
+    };
+    let (role_file_tx, role_file_rx) = watch::channel(Arc::new(role_file));
+    if let Some(path) = &args.role_config {
+        spawn_role_file_reloader(
+            path.clone(),
+            args.config_reload_interval,
+            role_file_tx,
+            background.clone(),
+        );
+    }
+
+    let registry = Arc::new(Registry::new(role_file_rx, background.clone()));
     if let Some(path) = &args.clusters_config {
         let loaded = clusters::load(path)?;
         registry.load_static(path, loaded, upstream_opts).await;
@@ -163,9 +185,6 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         source,
     })?;
 
-    let stop = CancellationToken::new();
-    let background = CancellationToken::new();
-    let hard = CancellationToken::new();
     authn.spawn_refresher(background.clone());
     cert.spawn_reloader(args.tls_reload_interval, background.clone());
 
@@ -184,12 +203,25 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     });
 
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let cluster_wait = args.cluster_ready_timeout;
     let ready: probe::ReadyCheck = {
-        let (authn, shutting_down) = (authn.clone(), shutting_down.clone());
+        let (authn, shutting_down, registry) = (authn.clone(), shutting_down.clone(), registry.clone());
         Arc::new(move || {
             let mut reasons = Vec::new();
             if !authn.is_ready() {
                 reasons.push("OIDC issuer keys are not loaded yet".to_string());
+            }
+            // A cluster that cannot be reached is reported, but after a while it no longer
+            // holds back the others.
+            let waiting = started.elapsed() < cluster_wait;
+            for c in registry.all().iter().filter(|c| !c.rbac.is_ready()) {
+                let why = c.rbac.last_error().unwrap_or_else(|| "not loaded yet".into());
+                if waiting {
+                    reasons.push(format!("cluster {}: RBAC {why}", c.name));
+                } else {
+                    tracing::debug!(cluster = %c.name, "RBAC still not loaded: {why}");
+                }
             }
             if shutting_down.load(Ordering::Acquire) {
                 reasons.push("shutting down".to_string());
@@ -251,4 +283,41 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         stop,
         done,
     })
+}
+
+/// Re-reads the role file when it changes. A broken edit keeps the last good version and says
+/// why (file, line, field), so a typo never drops everyone's access.
+fn spawn_role_file_reloader(
+    path: PathBuf,
+    every: Duration,
+    tx: watch::Sender<Arc<RoleFile>>,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut last = tokio::fs::read(&path).await.ok();
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                tracing::warn!(file = %path.display(), "role file cannot be read; keeping the last good version");
+                continue;
+            };
+            if last.as_ref() == Some(&bytes) {
+                continue;
+            }
+            last = Some(bytes.clone());
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            match role_file::parse(&path, &text) {
+                Ok(file) => {
+                    tracing::info!(file = %path.display(), "role file reloaded");
+                    tx.send_replace(Arc::new(file));
+                }
+                Err(e) => tracing::error!("role file not reloaded, keeping the last good version: {e}"),
+            }
+        }
+    });
 }

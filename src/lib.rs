@@ -5,6 +5,7 @@
 pub mod app;
 pub mod audit;
 pub mod authn;
+pub mod authz;
 pub mod cli;
 pub mod cluster;
 pub mod config;

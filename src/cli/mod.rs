@@ -24,6 +24,15 @@ pub struct Args {
     #[arg(long, env = "KOP_ROLE_CONFIG", help_heading = "Kube-OIDC-Proxy")]
     pub role_config: Option<PathBuf>,
 
+    /// How often --role-config is checked for changes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Kube-OIDC-Proxy")]
+    pub config_reload_interval: Duration,
+
+    /// How long /ready waits for a cluster's first RBAC snapshot before it stops holding the
+    /// others back (the cluster still answers 503 until it loads).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Kube-OIDC-Proxy")]
+    pub cluster_ready_timeout: Duration,
+
     /// Plain-HTTP port for /ready and /live (0 picks a free port).
     #[arg(
         short = 'P',

@@ -1,52 +1,97 @@
 //! The clusters the proxy serves: an immutable table swapped atomically when clusters come or go,
-//! so the request path reads it without a lock.
+//! so the request path reads it without a lock. Each cluster owns its upstream client and the
+//! background task that keeps its RBAC snapshot current.
 
+pub mod rbac;
 pub mod upstream;
 
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::clusters::{ClusterEntry, Loaded};
+use crate::{
+    authz::role_file::RoleFile,
+    config::clusters::{ClusterEntry, Loaded},
+};
+pub use rbac::ClusterRbac;
 pub use upstream::{Upstream, UpstreamError, UpstreamOptions};
 
 pub struct Cluster {
     pub name: String,
     pub upstream: Upstream,
+    pub rbac: Arc<ClusterRbac>,
+    /// Stops this cluster's watches when it is removed or replaced.
+    stop: CancellationToken,
 }
 
-#[derive(Default)]
 pub struct Registry {
     table: ArcSwap<HashMap<String, Arc<Cluster>>>,
+    role_file: watch::Receiver<Arc<RoleFile>>,
+    shutdown: CancellationToken,
 }
 
 impl Registry {
+    pub fn new(role_file: watch::Receiver<Arc<RoleFile>>, shutdown: CancellationToken) -> Self {
+        Registry {
+            table: ArcSwap::from_pointee(HashMap::new()),
+            role_file,
+            shutdown,
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
         self.table.load().get(name).cloned()
     }
 
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.table.load().keys().cloned().collect();
-        names.sort();
-        names
+    pub fn all(&self) -> Vec<Arc<Cluster>> {
+        let mut all: Vec<Arc<Cluster>> = self.table.load().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
-    /// Adds or replaces one cluster.
-    pub fn upsert(&self, cluster: Cluster) {
-        let cluster = Arc::new(cluster);
+    pub fn names(&self) -> Vec<String> {
+        self.all().iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// Adds or replaces one cluster and starts watching its RBAC.
+    pub fn upsert(&self, name: String, upstream: Upstream, client: kube::Client) {
+        let stop = self.shutdown.child_token();
+        let cluster = Arc::new(Cluster {
+            name: name.clone(),
+            upstream,
+            rbac: Arc::default(),
+            stop: stop.clone(),
+        });
+        rbac::spawn(
+            name.clone(),
+            client,
+            cluster.rbac.clone(),
+            self.role_file.clone(),
+            stop,
+        );
+        let mut replaced = None;
         self.table.rcu(|t| {
             let mut t = HashMap::clone(t);
-            t.insert(cluster.name.clone(), cluster.clone());
+            replaced = t.insert(name.clone(), cluster.clone());
             t
         });
+        if let Some(old) = replaced {
+            old.stop.cancel();
+        }
     }
 
     pub fn remove(&self, name: &str) {
+        let mut removed = None;
         self.table.rcu(|t| {
             let mut t = HashMap::clone(t);
-            t.remove(name);
+            removed = t.remove(name);
             t
         });
+        if let Some(old) = removed {
+            old.stop.cancel();
+        }
     }
 
     /// Builds every cluster of the clusters file concurrently. Entries that fail are reported
@@ -61,12 +106,9 @@ impl Registry {
         });
         for (entry, result) in futures_util::future::join_all(builds).await {
             match result {
-                Ok(upstream) => {
+                Ok((upstream, client)) => {
                     tracing::info!(cluster = %entry.name, server = %upstream.server, "added cluster");
-                    self.upsert(Cluster {
-                        name: entry.name,
-                        upstream,
-                    });
+                    self.upsert(entry.name, upstream, client);
                 }
                 Err(e) => tracing::error!(
                     "skipping cluster {:?} ({}:{}): kubeconfig {}: {e}",

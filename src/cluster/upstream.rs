@@ -14,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, Uri, uri::PathAndQuery};
+use http::{Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -76,8 +76,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Loads a kubeconfig file and builds the client for its current context.
-    pub async fn from_kubeconfig_file(path: &Path, opts: UpstreamOptions) -> Result<Upstream, UpstreamError> {
+    /// Loads a kubeconfig file and builds the proxy client for its current context, plus a kube
+    /// client (same credentials) for the proxy's own watches.
+    pub async fn from_kubeconfig_file(
+        path: &Path,
+        opts: UpstreamOptions,
+    ) -> Result<(Upstream, kube::Client), UpstreamError> {
         let path = path.to_path_buf();
         let kubeconfig = tokio::task::spawn_blocking(move || Kubeconfig::read_from(&path))
             .await
@@ -89,15 +93,20 @@ impl Upstream {
     pub async fn from_kubeconfig(
         kubeconfig: Kubeconfig,
         opts: UpstreamOptions,
-    ) -> Result<Upstream, UpstreamError> {
+    ) -> Result<(Upstream, kube::Client), UpstreamError> {
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|e| UpstreamError::Kubeconfig(error_chain(&e)))?;
         // Exec credential plugins run synchronously inside auth_layer(): keep them off the
         // async workers.
-        tokio::task::spawn_blocking(move || Self::from_config(&config, opts))
-            .await
-            .map_err(|e| UpstreamError::Kubeconfig(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let upstream = Self::from_config(&config, opts)?;
+            let client =
+                kube::Client::try_from(config).map_err(|e| UpstreamError::Kubeconfig(error_chain(&e)))?;
+            Ok((upstream, client))
+        })
+        .await
+        .map_err(|e| UpstreamError::Kubeconfig(e.to_string()))?
     }
 
     fn from_config(config: &Config, opts: UpstreamOptions) -> Result<Upstream, UpstreamError> {
@@ -152,10 +161,6 @@ impl Upstream {
             s.push_str(q);
         }
         Ok(Uri::try_from(s)?)
-    }
-
-    pub fn path_and_query_prefix(&self) -> &str {
-        &self.path_prefix
     }
 
     /// Sends one request. Only the wait for response headers is limited; the body streams for as
@@ -245,9 +250,4 @@ where
             }
         })
     }
-}
-
-/// Checks that a path and query would be accepted by `http` before building a request with it.
-pub fn valid_path_and_query(s: &str) -> bool {
-    PathAndQuery::try_from(s).is_ok()
 }

@@ -3,8 +3,9 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::Either;
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use time::OffsetDateTime;
@@ -19,6 +20,12 @@ use super::{
 use crate::{
     audit::access_log::{self, Sink},
     authn::{Authenticator, User},
+    authz::{
+        forbidden::forbidden_message,
+        rbac::{Decision, Snapshot},
+        request_info::RequestInfo,
+        reviews::{self, SelfReview, UserView},
+    },
     cluster::{Cluster, Registry, UpstreamError},
 };
 
@@ -86,6 +93,41 @@ impl Proxy {
             let msg = "impersonation (kubectl --as) is not supported through this proxy";
             return self.fail(&ctx, status(StatusCode::FORBIDDEN, "Forbidden", msg));
         }
+
+        // authorize
+        let upgrade = headers::wants_upgrade(req.version(), req.headers());
+        let k8s_path = if route.path.is_empty() { "/" } else { route.path };
+        // Exec, attach and port-forward need `create` for any GET as well as for POST: a GET
+        // there exists only to be upgraded, and a read-only role must never open a shell.
+        let stream_intent = upgrade || req.method() == http::Method::GET;
+        let info = match RequestInfo::parse(req.method().as_str(), k8s_path, route.query, stream_intent) {
+            Ok(info) => info,
+            Err(e) => {
+                return self.fail(
+                    &ctx,
+                    status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+                );
+            }
+        };
+        if !cluster.rbac.is_ready() {
+            let msg = format!(
+                "authorization data of cluster {:?} is not loaded yet",
+                cluster.name
+            );
+            return self.fail(
+                &ctx,
+                status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &msg),
+            );
+        }
+        let snapshot = cluster.rbac.snapshot.load();
+        if let Some(review) = reviews::is_self_review(&info) {
+            return self.self_review(req, review, &info, &user, &snapshot, &ctx).await;
+        }
+        if snapshot.authorize(&user.name, &user.groups, &info) == Decision::Deny {
+            tracing::debug!(cluster = %cluster.name, user = %user.name, groups = ?user.groups, verb = %info.verb,
+                resource = %info.resource, namespace = %info.namespace, subjects = snapshot.subject_count(), "denied");
+            return self.fail(&ctx, forbidden(&user.name, &info));
+        }
         let upstream_uri = match cluster.upstream.uri_for(route.path, route.query) {
             Ok(u) => u,
             Err(_) => {
@@ -97,7 +139,47 @@ impl Proxy {
         };
 
         // forward
-        self.forward(req, upstream_uri, &cluster, &user, &ctx).await
+        self.forward(req, upgrade, upstream_uri, &cluster, &user, &ctx)
+            .await
+    }
+
+    /// Self-reviews are answered from the proxy's own decision and identity: forwarding them
+    /// would answer for the proxy's cluster credentials instead of the user.
+    async fn self_review(
+        &self,
+        req: Request<Incoming>,
+        review: SelfReview,
+        info: &RequestInfo,
+        user: &User,
+        snapshot: &Snapshot,
+        ctx: &Ctx,
+    ) -> Response<ProxyBody> {
+        let body = match Limited::new(req.into_body(), MAX_REVIEW_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                let msg = "request body is too large or could not be read";
+                return self.fail(ctx, status(StatusCode::BAD_REQUEST, "BadRequest", msg));
+            }
+        };
+        let view = UserView {
+            name: &user.name,
+            uid: &user.uid,
+            groups: &user.groups,
+            extra: &user.extra,
+        };
+        match reviews::answer(review, info, &body, &view, snapshot) {
+            Ok((code, json)) => {
+                self.record_success(ctx, user);
+                let mut resp = Response::new(Either::Right(Full::new(Bytes::from(json))));
+                *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::CREATED);
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
+            Err(e) => self.fail(ctx, status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())),
+        }
     }
 
     async fn authenticate(&self, req: &Request<Incoming>) -> Option<Arc<User>> {
@@ -115,12 +197,12 @@ impl Proxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
+        upgrade: bool,
         uri: http::Uri,
         cluster: &Arc<Cluster>,
         user: &User,
         ctx: &Ctx,
     ) -> Response<ProxyBody> {
-        let upgrade = headers::wants_upgrade(req.version(), req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
@@ -244,6 +326,31 @@ impl Proxy {
             .line(&access_log::fail_line(OffsetDateTime::now_utc(), &client));
         resp
     }
+}
+
+/// Self-review bodies are small JSON objects; anything bigger is refused.
+const MAX_REVIEW_BODY: usize = 1 << 20;
+
+/// The 403 kube-apiserver would give, word for word, so scripts and users see the same thing.
+fn forbidden(user: &str, info: &RequestInfo) -> Response<ProxyBody> {
+    let details = if info.is_resource_request {
+        let mut d = serde_json::json!({ "kind": info.resource });
+        if !info.api_group.is_empty() {
+            d["group"] = info.api_group.clone().into();
+        }
+        if !info.name.is_empty() {
+            d["name"] = info.name.clone().into();
+        }
+        Some(d)
+    } else {
+        None
+    };
+    status::status_with_details(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &forbidden_message(user, info),
+        details,
+    )
 }
 
 /// Impersonate-Extra-* keys are percent-encoded as kube-apiserver decodes them.

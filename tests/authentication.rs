@@ -1,0 +1,230 @@
+//! OIDC authentication end to end through the proxy: good tokens, hostile tokens, key
+//! rotation and the rate limit on refetching keys.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::json;
+use support::apiserver::apiserver;
+use support::issuer::{KeyKind, issuer};
+use support::proxy::{Cred, proxy};
+
+#[tokio::test]
+async fn hostile_tokens_are_refused_with_a_bare_401() {
+    let iss = issuer().run().await; // RSA, RS256: the HS256-with-public-key attack needs RSA
+    let a = apiserver().name("a").run().await;
+    let p = proxy(&iss)
+        .arg("--oidc-required-claim=tenant=blue")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let good = || iss.token().groups(&["a:devops"]).claim("tenant", json!("blue"));
+    let (code, _, _) = p.get("/a/api/v1/pods", Some(&good().sign())).await;
+    assert_eq!(code, StatusCode::OK, "the control token works");
+
+    let hostile = [
+        ("expired", good().exp_in(-120).sign()),
+        ("not yet valid", good().nbf_in(600).sign()),
+        ("issued in the future", good().iat_in(600).sign()),
+        ("wrong issuer", good().iss("https://evil.example").sign()),
+        ("wrong audience", good().aud("someone-else").sign()),
+        ("no audience", good().without("aud").sign()),
+        ("no expiry", good().without("exp").sign()),
+        ("unknown kid", good().kid(Some("nobody")).sign()),
+        ("alg none", good().sign_alg_none()),
+        (
+            "HS256 signed with the RSA public key",
+            good().sign_hs256_with_public_key(),
+        ),
+        ("tampered payload", good().sign_tampered()),
+        ("foreign key with a published kid", good().sign_with_foreign_key()),
+        ("missing required claim", iss.token().groups(&["a:devops"]).sign()),
+        (
+            "wrong required claim",
+            good().claim("tenant", json!("red")).sign(),
+        ),
+        ("system: user name", good().sub("system:admin").sign()),
+    ];
+    for (what, token) in hostile {
+        let (code, _, body) = p.get("/a/api/v1/pods", Some(&token)).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{what}");
+        let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status["message"], "Unauthorized", "{what}: nothing leaks");
+    }
+    assert_eq!(
+        a.user_requests().len(),
+        1,
+        "only the control request reached the API server"
+    );
+}
+
+#[tokio::test]
+async fn system_groups_are_never_taken_from_the_token() {
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    let a = apiserver().name("a").run().await;
+    a.store().put(
+        "clusterrolebindings",
+        support::objects::cluster_role_binding(
+            "admins",
+            "cluster-admin",
+            json!([support::objects::group("system:masters")]),
+        ),
+    );
+    a.store().put(
+        "clusterroles",
+        support::objects::cluster_role(
+            "cluster-admin",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+        ),
+    );
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let token = iss
+        .token()
+        .sub("mallory")
+        .groups(&["system:masters", "ops"])
+        .sign();
+    let (code, _, body) = p.get("/a/api/v1/secrets", Some(&token)).await;
+    assert_eq!(
+        code,
+        StatusCode::FORBIDDEN,
+        "system:masters from the IdP grants nothing: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let line = p.wait_log("AuFail").await;
+    assert!(line.contains("URI:/a/api/v1/secrets"), "{line}");
+}
+
+#[tokio::test]
+async fn rotated_keys_are_picked_up_and_unknown_kids_refetch_at_most_once_per_window() {
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    let a = apiserver().name("a").run().await;
+    support::objects::grant_discovery(a.store());
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .arg("--oidc-jwks-min-refetch-interval=1s")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let fetches_at_start = iss.jwks_fetches();
+
+    // A burst of tokens with kids nobody published: at most one fetch for all of them.
+    for i in 0..20 {
+        let t = iss
+            .token()
+            .groups(&["a:devops"])
+            .kid(Some(&format!("bogus-{i}")))
+            .sign();
+        assert_eq!(p.get("/a/version", Some(&t)).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        iss.jwks_fetches() - fetches_at_start <= 1,
+        "fetches: {}",
+        iss.jwks_fetches() - fetches_at_start
+    );
+
+    // The issuer rotates: the new kid is unknown, the proxy refetches and accepts it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    iss.rotate();
+    let t = iss.token().groups(&["a:devops"]).sign();
+    assert_eq!(
+        p.get("/a/version", Some(&t)).await.0,
+        StatusCode::OK,
+        "rotated key accepted after refetch"
+    );
+
+    // Cached tokens are served without verification work: the same token again.
+    let hits_before = p
+        .running()
+        .authn
+        .stats
+        .cache_hits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(p.get("/a/version", Some(&t)).await.0, StatusCode::OK);
+    let hits_after = p
+        .running()
+        .authn
+        .stats
+        .cache_hits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(hits_after, hits_before + 1);
+}
+
+#[tokio::test]
+async fn discovery_must_name_the_configured_issuer() {
+    let iss = issuer()
+        .key_kind(KeyKind::EcP256)
+        .discovery_issuer_override(Some("https://other.example".into()))
+        .run()
+        .await;
+    let a = apiserver().name("a").run().await;
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .no_wait()
+        .run()
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        p.probe_status("/ready").await,
+        503,
+        "a mismatching discovery document is never trusted"
+    );
+    let t = iss.token().groups(&["a:devops"]).sign();
+    assert_eq!(p.get("/a/version", Some(&t)).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn groups_claim_and_prefixes_follow_the_flags() {
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    let a = apiserver().name("a").run().await;
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .arg("--oidc-username-claim=email")
+        .arg("--oidc-username-prefix=oidc:")
+        .arg("--oidc-groups-claim=roles")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    a.store().put(
+        "clusterrolebindings",
+        support::objects::cluster_role_binding(
+            "ann",
+            "view",
+            json!([support::objects::user("oidc:ann@example.com")]),
+        ),
+    );
+    a.store().put(
+        "clusterroles",
+        support::objects::cluster_role(
+            "view",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
+        ),
+    );
+    let ok = iss
+        .token()
+        .email("ann@example.com", Some(true))
+        .claim("roles", json!(["r1"]))
+        .sign();
+    let mut code = StatusCode::FORBIDDEN;
+    for _ in 0..50 {
+        code = p.get("/a/api/v1/pods", Some(&ok)).await.0;
+        if code == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, StatusCode::OK);
+    let line = p.wait_log("AuSuccess").await;
+    assert!(line.contains("inbound:[oidc:ann@example.com / r1 / ]"), "{line}");
+    let unverified = iss.token().email("ann@example.com", Some(false)).sign();
+    assert_eq!(
+        p.get("/a/api/v1/pods", Some(&unverified)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
