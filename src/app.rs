@@ -15,12 +15,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    audit::access_log::{Sink, Stdout},
+    audit::{
+        access_log::{Format, Sink, Stdout},
+        webhook::{AuditError, AuditSender, AuditStats, WebhookConfig},
+    },
     authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
     authz::role_file::{self, RoleFile},
     cli::Args,
     cluster::{Registry, UpstreamOptions},
     config::clusters,
+    metrics::{Metrics, RbacSource, Sources},
     proxy::{Proxy, ProxyOptions, headers::TrustedProxies, upgrade::Streams},
     server::{self, ServeOptions, probe, tls::ServingCert},
 };
@@ -34,6 +38,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Authn(#[from] crate::authn::AuthnError),
+    #[error("audit webhook: {0}")]
+    Audit(#[from] AuditError),
     #[error(transparent)]
     RoleFile(#[from] role_file::RoleFileError),
     #[error(transparent)]
@@ -51,6 +57,8 @@ pub struct Running {
     pub probe_addr: SocketAddr,
     pub authn: Arc<Authenticator>,
     pub clusters: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub audit_stats: Arc<AuditStats>,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
@@ -188,19 +196,67 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     authn.spawn_refresher(background.clone());
     cert.spawn_reloader(args.tls_reload_interval, background.clone());
 
+    let metrics = Arc::new(Metrics::new());
+    let audit_stats = Arc::new(AuditStats::default());
+    let audit = match args.audit_webhook_server.as_deref().filter(|s| !s.is_empty()) {
+        Some(url) => {
+            let mut cfg = WebhookConfig::new(url);
+            cfg.ca_file = args.audit_webhook_ca_file.clone();
+            cfg.client_cert_file = args.audit_webhook_client_cert_file.clone();
+            cfg.client_key_file = args.audit_webhook_client_key_file.clone();
+            cfg.bearer_token_file = args.audit_webhook_token_file.clone();
+            cfg.queue_size = args.audit_webhook_queue_size;
+            let (handle, _task) = AuditSender::start(cfg, audit_stats.clone())?;
+            Some(handle)
+        }
+        None => None,
+    };
+
     let streams = Streams::default();
     let proxy = Arc::new(Proxy {
         authn: authn.clone(),
         clusters: registry.clone(),
         access_log,
+        audit: audit.clone(),
+        metrics: metrics.clone(),
         opts: ProxyOptions {
             trusted_proxies,
             impersonate: args.impersonate_upstream,
             extra_user_headers: args.extra_user_headers.clone(),
             extra_user_header_client_ip: args.extra_user_header_client_ip,
+            log_format: if args.log_format == "json" {
+                Format::Json
+            } else {
+                Format::Text
+            },
+            audit_max_body: args.audit_max_body_bytes,
         },
         streams: streams.clone(),
     });
+    let render_metrics: probe::RenderMetrics = {
+        let (metrics, authn, registry, audit_stats) = (
+            metrics.clone(),
+            authn.clone(),
+            registry.clone(),
+            audit_stats.clone(),
+        );
+        Arc::new(move || {
+            let rbac = registry
+                .all()
+                .iter()
+                .map(|c| RbacSource {
+                    cluster: c.name.clone(),
+                    snapshot_age: c.rbac.built_at.load().map(|t| t.elapsed()),
+                    objects: c.rbac.counts(),
+                })
+                .collect();
+            metrics.render(&Sources {
+                authn: Some(&authn.stats),
+                audit: Some(&audit_stats),
+                rbac,
+            })
+        })
+    };
 
     let shutting_down = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -229,7 +285,12 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             if reasons.is_empty() { Ok(()) } else { Err(reasons) }
         })
     };
-    tokio::spawn(probe::serve(probe_listener, ready, background.clone()));
+    tokio::spawn(probe::serve(
+        probe_listener,
+        ready,
+        render_metrics,
+        background.clone(),
+    ));
 
     let serve_opts = ServeOptions {
         http2_max_streams: args.http2_max_streams_per_connection,
@@ -271,6 +332,12 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             hard.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), streams.tracker.wait()).await;
         }
+        if let Some(audit) = audit {
+            let unsent = audit.shutdown(Duration::from_secs(5)).await;
+            if unsent > 0 {
+                tracing::warn!(unsent, "audit events could not be delivered before exit");
+            }
+        }
         background.cancel();
         tracing::info!("stopped");
     });
@@ -280,6 +347,8 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         probe_addr,
         authn,
         clusters: registry,
+        metrics,
+        audit_stats,
         stop,
         done,
     })

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod tls;

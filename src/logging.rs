@@ -16,10 +16,19 @@ pub fn filter_for(verbosity: u8) -> EnvFilter {
     EnvFilter::new(directives)
 }
 
-pub fn init(verbosity: u8) {
-    let _ = tracing_subscriber::fmt()
+/// `json` gives one JSON object per line (for log pipelines); anything else plain text.
+pub fn init(verbosity: u8, format: &str) {
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter_for(verbosity))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }

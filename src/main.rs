@@ -4,7 +4,7 @@ use kube_oidc_proxy::{cli::Args, logging};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    logging::init(args.verbosity);
+    logging::init(args.verbosity, &args.log_format);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let running = match kube_oidc_proxy::start(args).await {

@@ -39,6 +39,69 @@ pub struct Client<'a> {
     pub uri: &'a str,
 }
 
+/// `--log-format`: the Go proxy's text lines, or one JSON object per line with the same facts
+/// plus the request ID, the cluster and the status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// What the JSON form adds to the Go proxy's fields.
+pub struct Extra<'a> {
+    pub request_id: &'a str,
+    pub cluster: Option<&'a str>,
+    pub code: u16,
+}
+
+pub fn success(
+    format: Format,
+    now: OffsetDateTime,
+    client: &Client<'_>,
+    user: &User,
+    extra: &Extra<'_>,
+) -> String {
+    match format {
+        Format::Text => success_line(now, client, user),
+        Format::Json => json_line(now, "AuSuccess", client, Some(user), extra),
+    }
+}
+
+pub fn fail(format: Format, now: OffsetDateTime, client: &Client<'_>, extra: &Extra<'_>) -> String {
+    match format {
+        Format::Text => fail_line(now, client),
+        Format::Json => json_line(now, "AuFail", client, None, extra),
+    }
+}
+
+fn json_line(
+    now: OffsetDateTime,
+    event: &str,
+    client: &Client<'_>,
+    user: Option<&User>,
+    extra: &Extra<'_>,
+) -> String {
+    let mut v = serde_json::json!({
+        "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "event": event,
+        "src": client.ip.to_string(),
+        "forwarded_for": client.forwarded_for.unwrap_or(""),
+        "uri": client.uri,
+        "request_id": extra.request_id,
+        "cluster": extra.cluster.unwrap_or(""),
+        "code": extra.code,
+    });
+    if let Some(u) = user {
+        v["user"] = u.name.clone().into();
+        v["groups"] = u.token_groups().collect::<Vec<_>>().into();
+        v["extra"] = serde_json::to_value(&u.extra).unwrap_or_default();
+    }
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
+
 pub fn success_line(now: OffsetDateTime, client: &Client<'_>, user: &User) -> String {
     let mut s = prefix(now, "AuSuccess", client, true);
     s.push_str(" inbound:[");
@@ -164,6 +227,49 @@ mod tests {
             fail_line(datetime!(2021-11-25 01:05:24 UTC), &no_xff),
             "[2021-11-25T01:05:24+0000] AuFail src:[::1 / ] URI:/x\n"
         );
+    }
+
+    #[test]
+    fn json_lines_carry_the_same_facts() {
+        let c = Client {
+            ip: "::1".parse().unwrap(),
+            forwarded_for: None,
+            uri: "/k/api/v1/pods",
+        };
+        let extra = Extra {
+            request_id: "rid-1",
+            cluster: Some("k"),
+            code: 200,
+        };
+        let line = success(
+            Format::Json,
+            datetime!(2021-11-25 01:05:17 UTC),
+            &c,
+            &user(),
+            &extra,
+        );
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "AuSuccess");
+        assert_eq!(v["time"], "2021-11-25T01:05:17Z");
+        assert_eq!(v["src"], "::1");
+        assert_eq!(v["user"], "mlbadmin1");
+        assert_eq!(v["groups"], serde_json::json!(["k8s:devops", "ops"]));
+        assert_eq!(v["request_id"], "rid-1");
+        let line = fail(
+            Format::Json,
+            datetime!(2021-11-25 01:05:17 UTC),
+            &c,
+            &Extra {
+                code: 401,
+                cluster: None,
+                ..extra
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "AuFail");
+        assert_eq!(v["code"], 401);
+        assert!(v.get("user").is_none());
     }
 
     #[test]

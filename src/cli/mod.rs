@@ -209,7 +209,35 @@ pub struct Args {
     #[arg(long, env = "KOP_AUDIT_WEBHOOK_SERVER", help_heading = "Audit")]
     pub audit_webhook_server: Option<String>,
 
+    /// CA bundle trusted for an https audit webhook (default: system roots).
+    #[arg(long, help_heading = "Audit")]
+    pub audit_webhook_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) presented to the audit webhook.
+    #[arg(long, help_heading = "Audit")]
+    pub audit_webhook_client_cert_file: Option<PathBuf>,
+
+    /// Key of --audit-webhook-client-cert-file.
+    #[arg(long, help_heading = "Audit")]
+    pub audit_webhook_client_key_file: Option<PathBuf>,
+
+    /// File holding a bearer token for the audit webhook (re-read every minute).
+    #[arg(long, help_heading = "Audit")]
+    pub audit_webhook_token_file: Option<PathBuf>,
+
+    /// Events held while the webhook is slow or down; beyond this they are dropped and counted.
+    #[arg(long, default_value_t = 4096, help_heading = "Audit")]
+    pub audit_webhook_queue_size: usize,
+
+    /// Largest JSON request body copied into an audit event (larger ones are marked omitted).
+    #[arg(long, default_value_t = 16384, help_heading = "Audit")]
+    pub audit_max_body_bytes: usize,
+
     // ---- Misc
+    /// Log format for access lines and operational logs: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], help_heading = "Misc")]
+    pub log_format: String,
+
     /// Log verbosity (klog style): 0 info, 2 debug for the proxy, 4 debug for everything, 6 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0, help_heading = "Misc")]
     pub verbosity: u8,

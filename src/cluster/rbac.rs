@@ -31,6 +31,7 @@ use crate::authz::{
     rbac::{RbacObjects, Snapshot, SnapshotBuilder},
     role_file::RoleFile,
 };
+use crate::metrics::RbacKind;
 
 /// Changes arriving within this window are folded into one rebuild.
 const COALESCE: Duration = Duration::from_millis(50);
@@ -43,6 +44,8 @@ pub struct ClusterRbac {
     /// The last watch error, for the readiness report.
     last_error: Mutex<Option<String>>,
     pub built_at: ArcSwap<Option<Instant>>,
+    /// Object counts of the last snapshot, for metrics.
+    counts: ArcSwap<Vec<(RbacKind, u64)>>,
 }
 
 impl Default for ClusterRbac {
@@ -52,6 +55,7 @@ impl Default for ClusterRbac {
             ready: AtomicBool::new(false),
             last_error: Mutex::new(None),
             built_at: ArcSwap::from_pointee(None),
+            counts: ArcSwap::from_pointee(Vec::new()),
         }
     }
 }
@@ -59,6 +63,10 @@ impl Default for ClusterRbac {
 impl ClusterRbac {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn counts(&self) -> Vec<(RbacKind, u64)> {
+        self.counts.load().as_ref().clone()
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -317,6 +325,16 @@ fn publish(name: &str, rbac: &ClusterRbac, live: &Objects, file: &RoleFile) {
     );
     rbac.snapshot.store(Arc::new(snapshot));
     rbac.built_at.store(Arc::new(Some(Instant::now())));
+    rbac.counts.store(Arc::new(vec![
+        (RbacKind::Role, own.roles.len() as u64),
+        (RbacKind::ClusterRole, own.cluster_roles.len() as u64),
+        (RbacKind::RoleBinding, own.role_bindings.len() as u64),
+        (
+            RbacKind::ClusterRoleBinding,
+            own.cluster_role_bindings.len() as u64,
+        ),
+        (RbacKind::Namespace, namespaces.len() as u64),
+    ]));
     if !rbac.ready.swap(true, Ordering::AcqRel) {
         tracing::info!(cluster = %name, namespaces = namespaces.len(), "RBAC snapshot ready");
     }

@@ -1,17 +1,18 @@
 //! The request path: one handler that runs the phases in order
 //! (authenticate → route → authorize → rewrite → forward → record).
 
+pub mod body;
 pub mod handler;
 pub mod headers;
+mod record;
 pub mod route;
 pub mod status;
 pub mod upgrade;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 pub use handler::{Proxy, ProxyOptions};
 
 /// Response bodies: streamed from the API server, or made by the proxy (Status errors).
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<body::Observed, Full<Bytes>>;

@@ -6,6 +6,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::metrics::GaugeGuard;
+
 /// Upgraded streams outlive the request that opened them; they are tracked so shutdown can wait
 /// for them and, at its deadline, close them.
 #[derive(Clone, Default)]
@@ -16,9 +18,11 @@ pub struct Streams {
 }
 
 impl Streams {
-    pub fn splice(&self, client: OnUpgrade, server: OnUpgrade, cluster: String) {
+    /// `guard` keeps the open-streams gauge up for as long as the stream lives.
+    pub fn splice(&self, client: OnUpgrade, server: OnUpgrade, cluster: String, guard: GaugeGuard) {
         let close = self.close.clone();
         self.tracker.spawn(async move {
+            let _guard = guard;
             let (client, server) = match tokio::try_join!(client, server) {
                 Ok(pair) => pair,
                 Err(e) => {

@@ -12,8 +12,15 @@ use tokio_util::sync::CancellationToken;
 
 /// Answers `Ok` when ready, or the reasons it is not.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
+/// Renders `/metrics` (OpenMetrics text).
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
-pub async fn serve(listener: TcpListener, ready: ReadyCheck, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    ready: ReadyCheck,
+    metrics: RenderMetrics,
+    stop: CancellationToken,
+) {
     loop {
         let (tcp, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -25,11 +32,11 @@ pub async fn serve(listener: TcpListener, ready: ReadyCheck, stop: CancellationT
                 }
             },
         };
-        let ready = ready.clone();
+        let (ready, metrics) = (ready.clone(), metrics.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let ready = ready.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &ready)) }
+                let (ready, metrics) = (ready.clone(), metrics.clone());
+                async move { Ok::<_, Infallible>(answer(&req, &ready, &metrics)) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -40,7 +47,7 @@ pub async fn serve(listener: TcpListener, ready: ReadyCheck, stop: CancellationT
     }
 }
 
-fn answer(req: &Request<Incoming>, ready: &ReadyCheck) -> Response<Full<Bytes>> {
+fn answer(req: &Request<Incoming>, ready: &ReadyCheck, metrics: &RenderMetrics) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -50,6 +57,7 @@ fn answer(req: &Request<Incoming>, ready: &ReadyCheck) -> Response<Full<Bytes>> 
     }
     match req.uri().path() {
         "/live" => reply(StatusCode::OK, "{}\n".into(), JSON),
+        "/metrics" => reply(StatusCode::OK, metrics(), crate::metrics::CONTENT_TYPE),
         "/ready" => {
             let full = req
                 .uri()

@@ -15,6 +15,7 @@ pub mod objects;
 pub mod pki;
 pub mod proxy;
 pub mod token;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::future::Future;

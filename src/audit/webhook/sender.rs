@@ -1,0 +1,390 @@
+//! The bounded queue and the background task that empties it.
+//!
+//! Every event the queue accepted ends up counted exactly once as `sent`, `failed` (the webhook
+//! refused it, or retries ran out) or `dropped` (left behind by a shutdown deadline); an event
+//! the queue refused is `dropped` straight away.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::{
+    sync::mpsc::{self, error::TrySendError},
+    task::{JoinHandle, JoinSet},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    AuditError, AuditEvent, WebhookConfig,
+    client::{Outcome, WebhookClient},
+};
+
+/// Posts under way at once. Enough to keep up with a webhook answering in tens of milliseconds,
+/// few enough that a slow one is not hammered while the queue fills.
+pub const MAX_IN_FLIGHT: usize = 4;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const TOKEN_REFRESH: Duration = Duration::from_secs(60);
+/// At most one warning per interval about drops and give-ups; the counters carry the rest.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// After the shutdown deadline, how long to wait for the sender to abandon what it holds.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Events waiting in the queue.
+    pub queued: AtomicI64,
+    /// Delivered (2xx).
+    pub sent: AtomicU64,
+    /// Retry attempts (an event retried twice counts 2).
+    pub retried: AtomicU64,
+    /// Given up on: refused with a 4xx other than 429, or still failing after the last retry.
+    pub failed: AtomicU64,
+    /// Refused because the queue was full or closed, or abandoned at the shutdown deadline.
+    pub dropped: AtomicU64,
+}
+
+/// Starts the sender.
+pub struct AuditSender;
+
+impl AuditSender {
+    /// Checks the config, reads the TLS files and the token, and spawns the sender task on the
+    /// current tokio runtime. The `JoinHandle` ends after [`AuditHandle::shutdown`], or once
+    /// every handle is dropped and the queue is empty.
+    pub fn start(
+        cfg: WebhookConfig,
+        stats: Arc<AuditStats>,
+    ) -> Result<(AuditHandle, JoinHandle<()>), AuditError> {
+        Self::start_with_token_refresh(cfg, stats, TOKEN_REFRESH)
+    }
+
+    pub(super) fn start_with_token_refresh(
+        cfg: WebhookConfig,
+        stats: Arc<AuditStats>,
+        token_refresh: Duration,
+    ) -> Result<(AuditHandle, JoinHandle<()>), AuditError> {
+        if cfg.queue_size == 0 {
+            return Err(AuditError::Config("the queue size must be at least 1".into()));
+        }
+        if cfg.timeout.is_zero() {
+            return Err(AuditError::Config("the timeout must be positive".into()));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| AuditError::Config("the sender must be started inside a tokio runtime".into()))?;
+        let client = WebhookClient::new(&cfg, token_refresh)?;
+        let (tx, rx) = mpsc::channel(cfg.queue_size);
+        let shared = Arc::new(Shared {
+            stats,
+            pending: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            closing: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            drop_warn: RateLimit::new(WARN_INTERVAL),
+            fail_warn: RateLimit::new(WARN_INTERVAL),
+        });
+        let policy = Arc::new(Policy {
+            client,
+            timeout: cfg.timeout,
+            max_retries: cfg.max_retries,
+            initial_backoff: cfg.initial_backoff,
+        });
+        let task = runtime.spawn(run(rx, policy, shared.clone()));
+        Ok((AuditHandle { tx, shared }, task))
+    }
+}
+
+/// The request side: cheap to clone, and [`AuditHandle::send`] never waits.
+#[derive(Clone)]
+pub struct AuditHandle {
+    tx: mpsc::Sender<AuditEvent>,
+    shared: Arc<Shared>,
+}
+
+impl AuditHandle {
+    /// Queues `ev` for delivery. Never blocks: when the queue is full (the webhook is slow or
+    /// down) or closed, the event is counted as dropped and a warning is logged at most every
+    /// ten seconds.
+    pub fn send(&self, ev: AuditEvent) {
+        let stats = &self.shared.stats;
+        // Counted before the event becomes visible to the sender, so the gauge never dips below 0.
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.pending.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(ev) {
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+            let dropped = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.shared.drop_warn.allow() {
+                let why = match e {
+                    TrySendError::Full(_) => "the queue is full",
+                    TrySendError::Closed(_) => "the sender has shut down",
+                };
+                tracing::warn!(dropped_total = dropped, "audit event dropped: {why}");
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<AuditStats> {
+        &self.shared.stats
+    }
+
+    /// Stops accepting events and waits up to `deadline` for everything queued or in flight to
+    /// be delivered (or given up on). Returns how many events were left unsent; those are also
+    /// counted as dropped. Other clones of the handle can still call `send`, which then drops.
+    pub async fn shutdown(self, deadline: Duration) -> u64 {
+        let shared = self.shared.clone();
+        drop(self);
+        shared.closing.cancel();
+        if tokio::time::timeout(deadline, shared.finished.cancelled())
+            .await
+            .is_err()
+        {
+            shared.abort.cancel();
+            if tokio::time::timeout(ABORT_GRACE, shared.finished.cancelled())
+                .await
+                .is_err()
+            {
+                // The task is stuck somewhere it cannot be aborted; report what is still owed.
+                return shared.pending.load(Ordering::Relaxed);
+            }
+        }
+        let left = shared.abandoned.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(left, "audit sender shut down with events undelivered");
+        }
+        left
+    }
+}
+
+struct Shared {
+    stats: Arc<AuditStats>,
+    /// Accepted and not yet settled: in the queue or being posted.
+    pending: AtomicU64,
+    /// Settled as dropped at shutdown.
+    abandoned: AtomicU64,
+    /// Set by `shutdown`: close the queue, deliver what it holds, stop.
+    closing: CancellationToken,
+    /// Set when the shutdown deadline passes: abandon everything now.
+    abort: CancellationToken,
+    /// Set by the task when it ends, however it ends.
+    finished: CancellationToken,
+    drop_warn: RateLimit,
+    fail_warn: RateLimit,
+}
+
+impl Shared {
+    fn settle(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn abandon(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+        self.settle(&self.stats.dropped);
+    }
+}
+
+struct Policy {
+    client: WebhookClient,
+    timeout: Duration,
+    max_retries: u32,
+    initial_backoff: Duration,
+}
+
+/// Wait before retry number `retry` (1-based): the initial backoff doubled per retry, capped;
+/// a `Retry-After` from the webhook can lengthen it up to the cap.
+fn backoff(initial: Duration, retry: u32, retry_after: Option<Duration>) -> Duration {
+    let cap = MAX_BACKOFF.max(initial);
+    let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+    let exp = initial.saturating_mul(factor).min(cap);
+    retry_after.map_or(exp, |ra| ra.clamp(exp, cap))
+}
+
+async fn run(mut rx: mpsc::Receiver<AuditEvent>, policy: Arc<Policy>, shared: Arc<Shared>) {
+    let _finished = shared.finished.clone().drop_guard();
+    let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.abort.cancelled() => break,
+            _ = shared.closing.cancelled(), if !closing => {
+                closing = true;
+                // Later sends fail at once; what is already queued is still received below.
+                rx.close();
+            }
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => log_panic(done),
+            ev = rx.recv(), if inflight.len() < MAX_IN_FLIGHT => match ev {
+                Some(ev) => {
+                    shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    let guard = Settle { shared: shared.clone(), settled: false };
+                    inflight.spawn(deliver(ev, policy.clone(), guard));
+                }
+                // Closed and drained, or every handle dropped: finish what is in flight.
+                None => {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = shared.abort.cancelled() => break,
+                            done = inflight.join_next() => match done {
+                                Some(done) => log_panic(done),
+                                None => return,
+                            },
+                        }
+                    }
+                    break;
+                }
+            },
+        }
+    }
+    // Aborted at the shutdown deadline.
+    rx.close();
+    while let Ok(_ev) = rx.try_recv() {
+        shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        shared.abandon();
+    }
+    // Each aborted delivery settles itself as dropped when its future is dropped.
+    inflight.abort_all();
+    while inflight.join_next().await.is_some() {}
+}
+
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!("audit delivery task panicked");
+    }
+}
+
+/// Settles an event exactly once: as sent or failed by `deliver`, or as dropped if the delivery
+/// future is dropped first (abort at the shutdown deadline).
+struct Settle {
+    shared: Arc<Shared>,
+    settled: bool,
+}
+
+impl Settle {
+    fn sent(mut self) {
+        self.settled = true;
+        self.shared.settle(&self.shared.stats.sent);
+    }
+
+    fn failed(mut self, why: std::fmt::Arguments<'_>) {
+        self.settled = true;
+        let failed = self.shared.stats.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+        if self.shared.fail_warn.allow() {
+            tracing::warn!(failed_total = failed, "audit event not delivered: {why}");
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.abandon();
+        }
+    }
+}
+
+async fn deliver(ev: AuditEvent, policy: Arc<Policy>, settle: Settle) {
+    let body = match serde_json::to_vec(&ev) {
+        Ok(body) => Bytes::from(body),
+        Err(e) => return settle.failed(format_args!("cannot serialize the event: {e}")),
+    };
+    drop(ev);
+    let mut retry = 0u32;
+    loop {
+        let (why, retry_after) =
+            match tokio::time::timeout(policy.timeout, policy.client.post(body.clone())).await {
+                Ok(Outcome::Status { status, .. }) if status.is_success() => return settle.sent(),
+                Ok(Outcome::Status { status, retry_after })
+                    if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    (format!("webhook answered {status}"), retry_after)
+                }
+                Ok(Outcome::Status { status, .. }) => {
+                    return settle.failed(format_args!("webhook refused it with {status}"));
+                }
+                Ok(Outcome::Transport(e)) => (e, None),
+                Err(_) => (format!("no answer within {:?}", policy.timeout), None),
+            };
+        if retry >= policy.max_retries {
+            return settle.failed(format_args!("{why}; gave up after {} attempts", retry + 1));
+        }
+        retry += 1;
+        let wait = backoff(policy.initial_backoff, retry, retry_after);
+        tracing::debug!(retry, ?wait, "audit webhook attempt failed, retrying: {why}");
+        settle.shared.stats.retried.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Lets one caller through per interval, without a lock.
+struct RateLimit {
+    epoch: Instant,
+    interval_ms: u64,
+    /// Milliseconds since `epoch` of the last allowed call, plus one (0 = never).
+    last: AtomicU64,
+}
+
+impl RateLimit {
+    fn new(interval: Duration) -> Self {
+        RateLimit {
+            epoch: Instant::now(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.interval_ms {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_one_per_interval() {
+        let rl = RateLimit::new(Duration::from_secs(60));
+        assert!(rl.allow());
+        assert!(!rl.allow());
+        assert!(!rl.allow());
+        let rl = RateLimit::new(Duration::ZERO);
+        assert!(rl.allow());
+        assert!(rl.allow());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let ms = Duration::from_millis;
+        assert_eq!(backoff(ms(100), 1, None), ms(100));
+        assert_eq!(backoff(ms(100), 2, None), ms(200));
+        assert_eq!(backoff(ms(100), 4, None), ms(800));
+        assert_eq!(backoff(ms(100), 20, None), MAX_BACKOFF);
+        assert_eq!(backoff(ms(100), u32::MAX, None), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::from_secs(60), 3, None), Duration::from_secs(60));
+        assert_eq!(
+            backoff(ms(100), 1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(backoff(ms(100), 1, Some(Duration::from_secs(3600))), MAX_BACKOFF);
+        assert_eq!(backoff(ms(100), 3, Some(Duration::ZERO)), ms(400));
+    }
+}

@@ -1,0 +1,283 @@
+//! Prometheus metrics for `GET /metrics` on the probe port, in the OpenMetrics text format.
+//!
+//! Every label has a closed set of values: verbs outside the Kubernetes verbs become `other`,
+//! status codes become their class, and the cluster label only ever carries a cluster the proxy
+//! routed to (or `unknown`). User names and paths never become labels.
+//!
+//! Counters that already live in atomics elsewhere (the token cache and JWKS fetches in
+//! [`AuthnStats`], the audit sender in [`AuditStats`]) and the per-cluster RBAC figures are read
+//! at scrape time from [`Sources`] instead of being counted twice.
+
+mod labels;
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use prometheus_client::{
+    encoding::text,
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
+    registry::{Registry, Unit},
+};
+
+pub use labels::{Decision, RbacKind, Verb};
+
+use crate::{audit::webhook::AuditStats, authn::AuthnStats};
+use labels::{ClusterLabels, CodeClass, DurationLabels, ObjectLabels, Phase, RequestLabels};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The cluster label for requests that were never routed to a known cluster.
+pub const UNKNOWN_CLUSTER: &str = "unknown";
+
+/// Request duration buckets, 0.5 ms to 60 s: cached GETs land in the first few, slow lists and
+/// short-lived watches in the last; longer streams count in `+Inf`.
+const DURATION_BUCKETS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// One cluster's RBAC figures, filled by the caller at scrape time.
+#[derive(Debug, Clone)]
+pub struct RbacSource {
+    pub cluster: String,
+    /// Time since the snapshot in use was built; `None` before the first one.
+    pub snapshot_age: Option<Duration>,
+    pub objects: Vec<(RbacKind, u64)>,
+}
+
+/// Values owned elsewhere, read when `/metrics` is scraped. A missing source reports zeros, so
+/// every series exists from the first scrape on.
+#[derive(Default)]
+pub struct Sources<'a> {
+    pub authn: Option<&'a AuthnStats>,
+    pub audit: Option<&'a AuditStats>,
+    pub rbac: Vec<RbacSource>,
+}
+
+/// Decrements its gauge when dropped, however the request or stream ends.
+#[must_use = "the gauge goes back down when the guard is dropped"]
+pub struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The proxy's own metrics. Shared by reference (`Arc<Metrics>`); recording takes `&self`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    inflight: Gauge,
+    watches: Gauge,
+    upgraded: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations: Family<DurationLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let (inflight, watches, upgraded) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let mut registry = Registry::default();
+        registry.register(
+            "kop_requests",
+            "Requests by cluster, Kubernetes verb, status code class and proxy decision",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "kop_request_duration",
+            "Request duration: to the first response byte, and until the response ended",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        registry.register(
+            "kop_inflight_requests",
+            "Requests being handled",
+            inflight.clone(),
+        );
+        registry.register("kop_open_watches", "Watch requests streaming", watches.clone());
+        registry.register(
+            "kop_open_upgraded_streams",
+            "Upgraded connections (exec, attach, port-forward) open",
+            upgraded.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            durations,
+            inflight,
+            watches,
+            upgraded,
+        }
+    }
+
+    /// Records a finished request. `cluster` must be a cluster the request was routed to, or
+    /// [`UNKNOWN_CLUSTER`]; `verb` is mapped with [`Verb::from_kube`]; `code` is the status the
+    /// client got (101 for upgrades).
+    pub fn request_done(
+        &self,
+        cluster: &str,
+        verb: &str,
+        code: u16,
+        decision: Decision,
+        first_byte: Duration,
+        total: Duration,
+    ) {
+        let mut labels = RequestLabels {
+            cluster: cluster.to_string(),
+            verb: Verb::from_kube(verb),
+            code_class: CodeClass::of(code),
+            decision,
+        };
+        self.requests.get_or_create(&labels).inc();
+        let mut phase = DurationLabels {
+            cluster: std::mem::take(&mut labels.cluster),
+            phase: Phase::FirstByte,
+        };
+        self.durations
+            .get_or_create(&phase)
+            .observe(first_byte.as_secs_f64());
+        phase.phase = Phase::Total;
+        self.durations.get_or_create(&phase).observe(total.as_secs_f64());
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn inflight(&self) -> GaugeGuard {
+        Self::open(&self.inflight)
+    }
+
+    /// Counts an open watch until the guard is dropped.
+    pub fn watch_opened(&self) -> GaugeGuard {
+        Self::open(&self.watches)
+    }
+
+    /// Counts an open upgraded stream until the guard is dropped.
+    pub fn upgraded_stream_opened(&self) -> GaugeGuard {
+        Self::open(&self.upgraded)
+    }
+
+    fn open(gauge: &Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+
+    /// The whole exposition, `# EOF` included, for a `GET /metrics` answered with
+    /// [`CONTENT_TYPE`].
+    pub fn render(&self, sources: &Sources<'_>) -> String {
+        let scraped = scrape_registry(sources);
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail; an error here would be a bug in an encoder.
+        let encoded = text::encode_registry(&mut out, &self.registry)
+            .and_then(|()| text::encode_registry(&mut out, &scraped))
+            .and_then(|()| text::encode_eof(&mut out));
+        if encoded.is_err() {
+            tracing::error!("encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// A throwaway registry holding this scrape's copies of the values owned elsewhere.
+fn scrape_registry(sources: &Sources<'_>) -> Registry {
+    let read = |c: Option<&std::sync::atomic::AtomicU64>| c.map_or(0, |c| c.load(Ordering::Relaxed));
+    let authn = sources.authn;
+    let audit = sources.audit;
+    let mut reg = Registry::default();
+    let counters = [
+        (
+            "kop_token_cache_hits",
+            "Requests whose token was found in the verified-token cache",
+            read(authn.map(|a| &a.cache_hits)),
+        ),
+        (
+            "kop_token_cache_misses",
+            "Requests whose token had to be verified",
+            read(authn.map(|a| &a.cache_misses)),
+        ),
+        (
+            "kop_jwks_refreshes",
+            "Fetches of the issuer's key set",
+            read(authn.map(|a| &a.key_fetches)),
+        ),
+        (
+            "kop_jwks_refresh_failures",
+            "Failed discovery or key set fetches",
+            read(authn.map(|a| &a.key_fetch_failures)),
+        ),
+        (
+            "kop_audit_events_sent",
+            "Audit events the webhook accepted",
+            read(audit.map(|a| &a.sent)),
+        ),
+        (
+            "kop_audit_events_retried",
+            "Audit webhook attempts retried",
+            read(audit.map(|a| &a.retried)),
+        ),
+        (
+            "kop_audit_events_dropped",
+            "Audit events dropped because the queue was full, or left unsent at shutdown",
+            read(audit.map(|a| &a.dropped)),
+        ),
+        (
+            "kop_audit_events_failed",
+            "Audit events given up on: refused by the webhook or out of retries",
+            read(audit.map(|a| &a.failed)),
+        ),
+    ];
+    for (name, help, value) in counters {
+        reg.register(name, help, ConstCounter::new(value));
+    }
+    let depth = audit.map_or(0, |a| a.queued.load(Ordering::Relaxed).max(0));
+    reg.register(
+        "kop_audit_queue_depth",
+        "Audit events waiting to be sent",
+        ConstGauge::new(depth),
+    );
+
+    let ages = Family::<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let objects = Family::<ObjectLabels, Gauge>::default();
+    for src in &sources.rbac {
+        if let Some(age) = src.snapshot_age {
+            ages.get_or_create(&ClusterLabels {
+                cluster: src.cluster.clone(),
+            })
+            .set(age.as_secs_f64());
+        }
+        for (kind, count) in &src.objects {
+            objects
+                .get_or_create(&ObjectLabels {
+                    cluster: src.cluster.clone(),
+                    kind: *kind,
+                })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+    }
+    reg.register_with_unit(
+        "kop_rbac_snapshot_age",
+        "Time since the cluster's RBAC snapshot in use was built",
+        Unit::Seconds,
+        ages,
+    );
+    reg.register(
+        "kop_rbac_objects",
+        "RBAC objects and namespaces in the cluster's snapshot",
+        objects,
+    );
+    reg
+}
+
+#[cfg(test)]
+mod tests;

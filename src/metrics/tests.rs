@@ -1,0 +1,284 @@
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn has(out: &str, line: &str) {
+    assert!(out.lines().any(|l| l == line), "missing line {line:?} in:\n{out}");
+}
+
+fn series<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn requests_are_counted_by_closed_labels() {
+    let m = Metrics::new();
+    m.request_done("c1", "get", 200, Decision::Allow, 2 * MS, 3 * MS);
+    m.request_done("c1", "get", 200, Decision::Allow, MS / 4, 40 * MS);
+    m.request_done("c1", "create", 403, Decision::Deny, MS, MS);
+    m.request_done(
+        "c2",
+        "watch",
+        200,
+        Decision::Allow,
+        4 * MS,
+        Duration::from_secs(90),
+    );
+    m.request_done("c2", "create", 101, Decision::Allow, MS, Duration::from_secs(5));
+    m.request_done(UNKNOWN_CLUSTER, "get", 401, Decision::Unauthenticated, MS, MS);
+    m.request_done(
+        "c1",
+        "list",
+        502,
+        Decision::Error,
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+    );
+    let out = m.render(&Sources::default());
+
+    has(&out, "# TYPE kop_requests counter");
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c1",verb="get",code_class="2xx",decision="allow"} 2"#,
+    );
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c1",verb="create",code_class="4xx",decision="deny"} 1"#,
+    );
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c2",verb="watch",code_class="2xx",decision="allow"} 1"#,
+    );
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c2",verb="create",code_class="1xx",decision="allow"} 1"#,
+    );
+    has(
+        &out,
+        r#"kop_requests_total{cluster="unknown",verb="get",code_class="4xx",decision="unauthenticated"} 1"#,
+    );
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c1",verb="list",code_class="5xx",decision="error"} 1"#,
+    );
+    assert_eq!(series(&out, "kop_requests_total").len(), 6);
+
+    has(&out, "# TYPE kop_request_duration_seconds histogram");
+    has(&out, "# UNIT kop_request_duration_seconds seconds");
+    has(
+        &out,
+        r#"kop_request_duration_seconds_count{cluster="c1",phase="first_byte"} 4"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_count{cluster="c1",phase="total"} 4"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_bucket{le="0.0005",cluster="c1",phase="first_byte"} 1"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_bucket{le="0.0025",cluster="c1",phase="first_byte"} 3"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_bucket{le="0.0025",cluster="c1",phase="total"} 1"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_bucket{le="0.05",cluster="c1",phase="total"} 3"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_bucket{le="30.0",cluster="c1",phase="total"} 4"#,
+    );
+    // A 90 s watch only shows in +Inf.
+    has(
+        &out,
+        r#"kop_request_duration_seconds_bucket{le="60.0",cluster="c2",phase="total"} 1"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_bucket{le="+Inf",cluster="c2",phase="total"} 2"#,
+    );
+    has(
+        &out,
+        r#"kop_request_duration_seconds_sum{cluster="c2",phase="total"} 95.0"#,
+    );
+    assert_eq!(
+        series(&out, "kop_request_duration_seconds_bucket").len(),
+        3 * 2 * 18
+    );
+    assert!(out.ends_with("# EOF\n"));
+}
+
+#[test]
+fn odd_verbs_and_codes_cannot_add_label_values() {
+    let m = Metrics::new();
+    let long = "x".repeat(10_000);
+    let odd = [
+        "GET",
+        "PROPFIND",
+        "",
+        "get\n",
+        "bind",
+        "escalate",
+        "impersonate",
+        long.as_str(),
+    ];
+    for verb in odd {
+        m.request_done("c1", verb, 200, Decision::Allow, MS, MS);
+    }
+    for code in [0, 99, 600, 999, u16::MAX] {
+        m.request_done("c1", "get", code, Decision::Error, MS, MS);
+    }
+    let out = m.render(&Sources::default());
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c1",verb="other",code_class="2xx",decision="allow"} 8"#,
+    );
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c1",verb="get",code_class="1xx",decision="error"} 2"#,
+    );
+    has(
+        &out,
+        r#"kop_requests_total{cluster="c1",verb="get",code_class="5xx",decision="error"} 3"#,
+    );
+    assert_eq!(series(&out, "kop_requests_total").len(), 3);
+    for verb in ["PROPFIND", "escalate", "xxxx"] {
+        assert!(!out.contains(verb), "{verb} leaked into the output");
+    }
+    for verb in [
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "proxy",
+    ] {
+        assert_eq!(Verb::from_kube(verb).as_str(), verb);
+    }
+}
+
+#[test]
+fn gauges_follow_their_guards() {
+    let m = Metrics::new();
+    let a = m.inflight();
+    let b = m.inflight();
+    let w = m.watch_opened();
+    let u = m.upgraded_stream_opened();
+    let out = m.render(&Sources::default());
+    has(&out, "kop_inflight_requests 2");
+    has(&out, "kop_open_watches 1");
+    has(&out, "kop_open_upgraded_streams 1");
+    drop((a, w, u));
+    let out = m.render(&Sources::default());
+    has(&out, "kop_inflight_requests 1");
+    has(&out, "kop_open_watches 0");
+    has(&out, "kop_open_upgraded_streams 0");
+    drop(b);
+    has(&m.render(&Sources::default()), "kop_inflight_requests 0");
+}
+
+#[test]
+fn sources_are_read_at_scrape_time() {
+    let m = Metrics::new();
+    let authn = AuthnStats::default();
+    let audit = AuditStats::default();
+    let sources = |authn, audit| Sources {
+        authn: Some(authn),
+        audit: Some(audit),
+        rbac: vec![
+            RbacSource {
+                cluster: "c1".into(),
+                snapshot_age: Some(Duration::from_millis(12_500)),
+                objects: vec![
+                    (RbacKind::Role, 3),
+                    (RbacKind::ClusterRoleBinding, 7),
+                    (RbacKind::Namespace, 4),
+                ],
+            },
+            RbacSource {
+                cluster: "c2".into(),
+                snapshot_age: None,
+                objects: vec![],
+            },
+        ],
+    };
+    let out = m.render(&sources(&authn, &audit));
+    has(&out, "kop_token_cache_hits_total 0");
+    has(&out, "kop_audit_queue_depth 0");
+
+    authn.cache_hits.store(41, Ordering::Relaxed);
+    authn.cache_misses.store(2, Ordering::Relaxed);
+    authn.key_fetches.store(5, Ordering::Relaxed);
+    authn.key_fetch_failures.store(1, Ordering::Relaxed);
+    let set = |c: &AtomicU64, v| c.store(v, Ordering::Relaxed);
+    set(&audit.sent, 100);
+    set(&audit.retried, 4);
+    set(&audit.dropped, 3);
+    set(&audit.failed, 2);
+    audit.queued.store(9, Ordering::Relaxed);
+    let out = m.render(&sources(&authn, &audit));
+    for line in [
+        "kop_token_cache_hits_total 41",
+        "kop_token_cache_misses_total 2",
+        "kop_jwks_refreshes_total 5",
+        "kop_jwks_refresh_failures_total 1",
+        "kop_audit_events_sent_total 100",
+        "kop_audit_events_retried_total 4",
+        "kop_audit_events_dropped_total 3",
+        "kop_audit_events_failed_total 2",
+        "kop_audit_queue_depth 9",
+        "# TYPE kop_rbac_snapshot_age_seconds gauge",
+        r#"kop_rbac_snapshot_age_seconds{cluster="c1"} 12.5"#,
+        r#"kop_rbac_objects{cluster="c1",kind="Role"} 3"#,
+        r#"kop_rbac_objects{cluster="c1",kind="ClusterRoleBinding"} 7"#,
+        r#"kop_rbac_objects{cluster="c1",kind="Namespace"} 4"#,
+    ] {
+        has(&out, line);
+    }
+    assert!(
+        !out.contains(r#"cluster="c2""#),
+        "a cluster without a snapshot has no series yet"
+    );
+
+    // A transiently negative depth (a send racing the sender) is never shown.
+    let racing = AuditStats {
+        queued: AtomicI64::new(-1),
+        ..AuditStats::default()
+    };
+    let out = m.render(&Sources {
+        audit: Some(&racing),
+        ..Sources::default()
+    });
+    has(&out, "kop_audit_queue_depth 0");
+    has(&out, "kop_token_cache_hits_total 0");
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let m = Metrics::new();
+    m.request_done("a\"b\\c\nd", "get", 200, Decision::Allow, MS, MS);
+    let out = m.render(&Sources::default());
+    has(
+        &out,
+        r#"kop_requests_total{cluster="a\"b\\c\nd",verb="get",code_class="2xx",decision="allow"} 1"#,
+    );
+}
+
+#[test]
+fn shareable_across_tasks() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Metrics>();
+    send_sync::<GaugeGuard>();
+}

@@ -1,0 +1,79 @@
+//! The body of a proxied response, passed through frame by frame, with the bookkeeping that must
+//! last as long as the stream: the in-flight and watch gauges, and the request's metrics, which
+//! are recorded when the stream ends (or the client goes away), not when headers are sent.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::metrics::{Decision, GaugeGuard, Metrics};
+
+/// Recorded on drop: the request is over however it ended.
+pub struct Finish {
+    pub metrics: Arc<Metrics>,
+    pub cluster: String,
+    pub verb: String,
+    pub code: u16,
+    pub decision: Decision,
+    pub started: Instant,
+    pub first_byte: Duration,
+    pub guards: Vec<GaugeGuard>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.metrics.request_done(
+            &self.cluster,
+            &self.verb,
+            self.code,
+            self.decision,
+            self.first_byte,
+            self.started.elapsed(),
+        );
+    }
+}
+
+pub struct Observed {
+    inner: Incoming,
+    finish: Option<Finish>,
+}
+
+impl Observed {
+    pub fn new(inner: Incoming, finish: Finish) -> Self {
+        Observed {
+            inner,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
+            self.finish.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
