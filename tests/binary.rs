@@ -171,7 +171,16 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn proxy");
-    let stdout = child.stdout.take().unwrap();
+    // Killed on any panic below, so a failing test never leaves a proxy running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -185,7 +194,6 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let code = loop {
         if Instant::now() > deadline {
-            let _ = child.kill();
             panic!("binary never served");
         }
         if support::client::Conn::connect(addr, tls.clone()).await.is_ok() {
@@ -249,7 +257,7 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -260,7 +268,7 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
     };
     assert!(status.success(), "{status:?}");
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!err.contains(&token), "no token on stderr");
 }
 

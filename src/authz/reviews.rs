@@ -11,6 +11,7 @@
 
 #[cfg(test)]
 mod tests;
+pub mod protobuf;
 mod wire;
 
 use std::collections::BTreeMap;

@@ -190,12 +190,23 @@ impl Proxy {
         snapshot: &Snapshot,
         ctx: &mut Ctx,
     ) -> Response<ProxyBody> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let protobuf = reviews::protobuf::is_protobuf(content_type);
         let body = match Limited::new(req.into_body(), MAX_REVIEW_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
                 let resp = bad_request("request body is too large or could not be read");
                 return self.fail(ctx, metrics::Decision::Error, resp);
             }
+        };
+        // kubectl sends protobuf; the answer is JSON, which its Accept header also allows.
+        let body = if protobuf {
+            match reviews::protobuf::to_json(review, &body) {
+                Ok(json) => Bytes::from(json),
+                Err(e) => return self.fail(ctx, metrics::Decision::Error, bad_request(&e.to_string())),
+            }
+        } else {
+            body
         };
         let view = UserView {
             name: &user.name,

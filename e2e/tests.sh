@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# e2e/tests.sh — end-to-end tests: the real kubectl through kube-oidc-proxy to two real
+# kube-apiservers, with ID tokens from a real Keycloak. Runs inside `e2e/env -- e2e/tests.sh`.
+# Prints one line per check and ends with "N passed, N failed".
+set -uo pipefail
+# shellcheck source=/dev/null
+source "$KOP_E2E_DIR/ring.env"
+
+PASS=0
+FAIL=0
+OUT="$KOP_E2E_DIR/out"
+mkdir -p "$OUT"
+BG=()
+stop_background() { for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done; }
+trap stop_background EXIT
+
+ok()   { PASS=$((PASS + 1)); printf 'ok    %s\n' "$1"; }
+bad()  { FAIL=$((FAIL + 1)); printf 'FAIL  %s\n' "$1"; [ -n "${2:-}" ] && printf '      %s\n' "$2" | head -c 2000; echo; }
+
+# ID token of a realm user, from Keycloak's token endpoint (password grant).
+token() { # user [client]
+  curl -sf --cacert "$KOP_CA" -d grant_type=password -d "client_id=${2:-kube}" -d "username=$1" \
+    -d "password=$1-password" -d scope=openid "$KOP_ISSUER/protocol/openid-connect/token" | jq -r .id_token
+}
+
+declare -A TOK
+for u in ann dev eve wendy nog; do
+  TOK[$u]="$(token "$u")"
+  if [ -z "${TOK[$u]}" ] || [ "${TOK[$u]}" = null ]; then
+    echo "cannot get a token for $u from Keycloak" >&2
+    exit 1
+  fi
+done
+# Taken now, checked at the end: kube-short tokens expire after 1 s (plus the proxy's 30 s skew).
+SHORT="$(token ann kube-short)"
+SHORT_AT=$(date +%s)
+
+# kubectl as a user against one cluster behind the proxy: k USER CLUSTER ARGS...
+k() {
+  local user="$1" cluster="$2"; shift 2
+  "$KOP_KUBECTL" --server "$KOP_PROXY_URL/$cluster" --certificate-authority "$KOP_CA" \
+    --token "${TOK[$user]}" --request-timeout=20s "$@"
+}
+admin() { local c="$1"; shift; local kc="KOP_ADMIN_${c^^}"; "$KOP_KUBECTL" --kubeconfig "${!kc}" "$@"; }
+
+# expect NAME OUTPUT-FILE-PATTERN COMMAND...: the command succeeds and its output contains the pattern.
+expect_ok() {
+  local name="$1" want="$2"; shift 2
+  local out
+  if out="$("$@" 2>&1)" && grep -qF -- "$want" <<<"$out"; then ok "$name"; else bad "$name" "$out"; fi
+}
+# expect_fail NAME PATTERN COMMAND...: the command fails and its output contains the pattern.
+expect_fail() {
+  local name="$1" want="$2"; shift 2
+  local out
+  if out="$("$@" 2>&1)"; then bad "$name (succeeded)" "$out"
+  elif grep -qF -- "$want" <<<"$out"; then ok "$name"
+  else bad "$name" "$out"; fi
+}
+
+echo "== access follows the groups, with kube-apiserver's own messages"
+expect_ok   "dev lists pods in dev (k8s:developer:dev)" "web" k dev k8s get pods -n dev
+expect_fail "dev cannot list pods in prod" \
+  'pods is forbidden: User "dev" cannot list resource "pods" in API group "" in the namespace "prod"' k dev k8s get pods -n prod
+expect_fail "dev cannot list pods cluster-wide" \
+  'pods is forbidden: User "dev" cannot list resource "pods" in API group "" at the cluster scope' k dev k8s get pods -A
+expect_fail "dev cannot read secrets in dev" \
+  'secrets is forbidden: User "dev" cannot list resource "secrets" in API group "" in the namespace "dev"' k dev k8s get secrets -n dev
+expect_fail "dev has nothing in cluster kind" 'User "dev" cannot list resource "pods"' k dev kind get pods -n team
+expect_fail "nog (no groups) gets nothing" 'User "nog" cannot list resource "namespaces"' k nog k8s get namespaces
+expect_ok   "ann (k8s:devops) lists nodes" "fake-node" k ann k8s get nodes
+
+echo "== multi-cluster routing: one user, two clusters, two answers"
+expect_ok   "wendy (kind:watcher) lists pods in kind" "team" k wendy kind get pods -A
+expect_fail "wendy gets nothing in k8s" 'User "wendy" cannot list resource "pods"' k wendy k8s get pods -A
+expect_fail "wendy (watcher) cannot create in kind" \
+  'configmaps is forbidden: User "wendy" cannot create resource "configmaps" in API group "" in the namespace "team"' \
+  k wendy kind create configmap nope -n team --from-literal=a=1
+expect_ok   "kind's pods are not k8s's pods" "team" k ann kind get pods -A -o custom-columns=NS:.metadata.namespace
+
+echo "== create, update, delete a ConfigMap"
+expect_ok "ann creates a ConfigMap" "configmap/e2e created" k ann k8s create configmap e2e -n dev --from-literal=a=1
+expect_ok "the API server has it" '"a":"1"' admin k8s get configmap e2e -n dev -o jsonpath='{.data}'
+expect_ok "ann updates it" "configmap/e2e patched" k ann k8s patch configmap e2e -n dev --type=merge -p '{"data":{"a":"2"}}'
+expect_ok "the API server has the update" '"a":"2"' admin k8s get configmap e2e -n dev -o jsonpath='{.data}'
+expect_ok "ann deletes it" 'configmap "e2e" deleted' k ann k8s delete configmap e2e -n dev
+expect_fail "it is gone" 'NotFound' admin k8s get configmap e2e -n dev
+
+echo "== kubectl get -w sees another client's change"
+k dev k8s get pods -n dev -w --output-watch-events >"$OUT/watch.txt" 2>&1 &
+BG+=($!)
+sleep 2
+admin k8s -n dev run watched --image=fake.invalid/x:0 --restart=Never --overrides='{"spec":{"nodeName":"fake-node","tolerations":[{"operator":"Exists"}]}}' >/dev/null 2>&1
+for _ in $(seq 1 50); do grep -q watched "$OUT/watch.txt" && break; sleep 0.2; done
+if grep -q "ADDED.*watched" "$OUT/watch.txt"; then ok "watch event arrived through the proxy"; else bad "watch event arrived through the proxy" "$(cat "$OUT/watch.txt")"; fi
+kill "${BG[-1]}" 2>/dev/null
+admin k8s -n dev delete pod watched --wait=false >/dev/null 2>&1
+
+echo "== kubectl auth whoami / can-i tell the truth about the proxy"
+expect_ok   "whoami names the user" "wendy" k wendy kind auth whoami
+expect_ok   "whoami lists the token's groups" "kind:watcher" k wendy kind auth whoami
+expect_ok   "can-i list pods in kind: yes" "yes" k wendy kind auth can-i list pods -A
+expect_fail "can-i list pods in k8s: no" "no" k wendy k8s auth can-i list pods -A
+expect_fail "watcher can-i exec: no" "no" k wendy kind auth can-i create pods/exec -n team
+expect_ok   "exec role can-i exec in dev: yes" "yes" k eve k8s auth can-i create pods/exec -n dev
+expect_ok   "can-i --list shows the developer rules" "pods.*/log" k dev k8s auth can-i --list -n dev
+
+echo "== bad, foreign and expired tokens are refused"
+expect_fail "garbage token" "Unauthorized" "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token not-a-jwt get pods -n dev
+tampered="${TOK[ann]%?}A"; [ "$tampered" = "${TOK[ann]}" ] && tampered="${TOK[ann]%?}B"
+expect_fail "tampered signature" "Unauthorized" "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "$tampered" get pods -n dev
+# Keycloak's access token for the same client: right issuer and keys, but aud is "account".
+other="$(curl -sf --cacert "$KOP_CA" -d grant_type=password -d client_id=kube -d username=dev -d password=dev-password -d scope=openid "$KOP_ISSUER/protocol/openid-connect/token" | jq -r .access_token)"
+expect_fail "token for another audience (an access token)" "Unauthorized" "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "$other" get pods -n dev
+code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$KOP_CA" "$KOP_PROXY_URL/k8s/api/v1/namespaces/dev/pods")"
+if [ "$code" = 401 ]; then ok "no token at all: 401"; else bad "no token at all: 401" "got $code"; fi
+body="$(curl -s --cacert "$KOP_CA" -H "Authorization: Bearer ${TOK[ann]}" "$KOP_PROXY_URL/nope/api/v1/pods")"
+if grep -qF 'cluster \"nope\" is not served' <<<"$body"; then ok "unknown cluster: 404 naming it"; else bad "unknown cluster: 404 naming it" "$body"; fi
+
+echo "== logs, exec, attach and port-forward through the real kube-apiserver"
+expect_ok "logs" "log line 1 from dev/web/main" k dev k8s logs web -n dev
+timeout 4 "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "${TOK[dev]}" logs -f web -n dev >"$OUT/follow.txt" 2>&1
+if [ "$(grep -c 'log line' "$OUT/follow.txt")" -ge 5 ]; then ok "logs -f streams new lines as they come"; else bad "logs -f streams new lines as they come" "$(cat "$OUT/follow.txt")"; fi
+expect_ok "exec over WebSocket" "hello-ws" k eve k8s exec web -n dev -- echo hello-ws
+expect_ok "exec over SPDY" "hello-spdy" env KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "${TOK[eve]}" exec web -n dev -- echo hello-spdy
+out="$(printf 'a\nb\nc\n' | k eve k8s exec -i web -n dev -- wc -l 2>&1)"
+if [ "$(echo "$out" | tr -d ' ')" = 3 ]; then ok "exec with stdin"; else bad "exec with stdin" "$out"; fi
+k eve k8s exec web -n dev -- sh -c 'exit 3' >/dev/null 2>&1
+rc=$?
+if [ "$rc" = 3 ]; then ok "exec exit code propagates"; else bad "exec exit code propagates" "rc=$rc"; fi
+expect_ok "attach (k8s:devops)" "attached-echo" bash -c "printf 'attached-echo\n' | \"$KOP_KUBECTL\" --server \"$KOP_PROXY_URL/k8s\" --certificate-authority \"$KOP_CA\" --token \"${TOK[ann]}\" attach -i web -n dev"
+expect_fail "the exec role has no attach" 'cannot create resource "pods/attach"' bash -c "printf 'x\n' | \"$KOP_KUBECTL\" --server \"$KOP_PROXY_URL/k8s\" --certificate-authority \"$KOP_CA\" --token \"${TOK[eve]}\" attach -i web -n dev"
+expect_fail "read-only developer cannot exec (WebSocket)" 'cannot create resource "pods/exec"' k dev k8s exec web -n dev -- echo no
+expect_fail "read-only developer cannot exec (SPDY)" 'cannot create resource "pods/exec"' env KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "${TOK[dev]}" exec web -n dev -- echo no
+expect_fail "watcher cannot exec in kind" 'cannot create resource "pods/exec"' k wendy kind exec web -n team -- echo no
+
+target=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+local_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$OUT/www" && echo "hello through port-forward" >"$OUT/www/index.html"
+python3 -m http.server "$target" --bind 127.0.0.1 --directory "$OUT/www" >/dev/null 2>&1 &
+BG+=($!)
+k eve k8s port-forward web -n dev "$local_port:$target" >"$OUT/pf.txt" 2>&1 &
+BG+=($!)
+got=""
+for _ in $(seq 1 50); do got="$(curl -sf "http://127.0.0.1:$local_port/" 2>/dev/null)" && break; sleep 0.2; done
+if [ "$got" = "hello through port-forward" ]; then ok "port-forward"; else bad "port-forward" "$(cat "$OUT/pf.txt")"; fi
+expect_fail "read-only developer cannot port-forward" 'cannot create resource "pods/portforward"' k dev k8s port-forward web -n dev "$local_port:$target"
+
+echo "== what the proxy recorded"
+if grep -q 'AuSuccess src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/dev/pods' "$KOP_ACCESS_LOG"; then ok "AuSuccess lines"; else bad "AuSuccess lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
+if grep -q 'AuFail src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/prod/pods' "$KOP_ACCESS_LOG"; then ok "AuFail lines"; else bad "AuFail lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
+if grep -qF "${TOK[ann]:0:40}" "$KOP_E2E_DIR"/logs/proxy*.log; then bad "no token in the proxy's logs"; else ok "no token in the proxy's logs"; fi
+
+echo "== expired tokens"
+wait_s=$(( SHORT_AT + 33 - $(date +%s) ))
+[ "$wait_s" -gt 0 ] && sleep "$wait_s"
+expect_fail "expired token" "Unauthorized" "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "$SHORT" get pods -n dev
+
+echo
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
