@@ -524,3 +524,68 @@ async fn probes() {
     p.wait_ready().await;
     assert_eq!(p.probe_status("/ready").await, 200);
 }
+
+#[tokio::test]
+async fn kubeconfig_credentials_exec_plugin_token_file_and_insecure_skip_verify() {
+    use base64::Engine as _;
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    let by_exec = apiserver()
+        .name("exec")
+        .require_bearer(Some("from-plugin"))
+        .run()
+        .await;
+    let by_file = apiserver()
+        .name("file")
+        .require_bearer(Some("from-file"))
+        .run()
+        .await;
+    let insecure = apiserver().name("insecure").require_bearer(Some("t")).run().await;
+    let dir = support::TempDir::new("kop-creds");
+    // No trailing newline: kube-rs sends a token file verbatim (see the closing note).
+    let token_file = dir.write("token", "from-file");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // An exec credential plugin, as kubectl runs them (here a shell one-liner).
+    let exec_kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [\"-c\", \"echo '{{\\\"apiVersion\\\":\\\"client.authentication.k8s.io/v1\\\",\\\"kind\\\":\\\"ExecCredential\\\",\\\"status\\\":{{\\\"token\\\":\\\"from-plugin\\\"}}}}'\"]\n      interactiveMode: Never\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        by_exec.url(),
+        b64(&by_exec.ca_pem())
+    );
+    let file_kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    tokenFile: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        by_file.url(),
+        b64(&by_file.ca_pem()),
+        token_file.display()
+    );
+    let insecure_kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        insecure.url()
+    );
+    for api in [&by_exec, &by_file, &insecure] {
+        support::objects::grant_discovery(api.store());
+    }
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .raw_cluster("exec", &exec_kc)
+        .raw_cluster("file", &file_kc)
+        .raw_cluster("insecure", &insecure_kc)
+        .run()
+        .await;
+    let token = iss
+        .token()
+        .groups(&["exec:devops", "file:devops", "insecure:devops"])
+        .sign();
+    for (cluster, api, cred) in [
+        ("exec", &by_exec, "Bearer from-plugin"),
+        ("file", &by_file, "Bearer from-file"),
+        ("insecure", &insecure, "Bearer t"),
+    ] {
+        let (code, _, body) = p.get(&format!("/{cluster}/api/v1/pods"), Some(&token)).await;
+        assert_eq!(
+            code,
+            StatusCode::OK,
+            "{cluster}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(api.last().header("authorization"), Some(cred), "{cluster}");
+    }
+}

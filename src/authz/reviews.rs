@@ -9,9 +9,9 @@
 //! `pkg/registry/authentication/selfsubjectreview/rest.go`) and the `authorization.k8s.io/v1`
 //! and `authentication.k8s.io/v1` JSON types. The answer is a `201 Created` with the object.
 
+pub mod protobuf;
 #[cfg(test)]
 mod tests;
-pub mod protobuf;
 mod wire;
 
 use std::collections::BTreeMap;

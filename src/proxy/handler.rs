@@ -190,7 +190,10 @@ impl Proxy {
         snapshot: &Snapshot,
         ctx: &mut Ctx,
     ) -> Response<ProxyBody> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         let protobuf = reviews::protobuf::is_protobuf(content_type);
         let body = match Limited::new(req.into_body(), MAX_REVIEW_BODY).collect().await {
             Ok(b) => b.to_bytes(),

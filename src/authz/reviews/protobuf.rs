@@ -47,14 +47,30 @@ fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, ReviewError> {
                 varint(buf, &mut pos)?;
                 out.push(Field { number, bytes: None });
             }
-            1 => pos = pos.checked_add(8).filter(|p| *p <= buf.len()).ok_or_else(|| bad("truncated fixed64"))?,
+            1 => {
+                pos = pos
+                    .checked_add(8)
+                    .filter(|p| *p <= buf.len())
+                    .ok_or_else(|| bad("truncated fixed64"))?
+            }
             2 => {
                 let len = usize::try_from(varint(buf, &mut pos)?).map_err(|_| bad("length"))?;
-                let end = pos.checked_add(len).filter(|e| *e <= buf.len()).ok_or_else(|| bad("truncated field"))?;
-                out.push(Field { number, bytes: Some(&buf[pos..end]) });
+                let end = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= buf.len())
+                    .ok_or_else(|| bad("truncated field"))?;
+                out.push(Field {
+                    number,
+                    bytes: Some(&buf[pos..end]),
+                });
                 pos = end;
             }
-            5 => pos = pos.checked_add(4).filter(|p| *p <= buf.len()).ok_or_else(|| bad("truncated fixed32"))?,
+            5 => {
+                pos = pos
+                    .checked_add(4)
+                    .filter(|p| *p <= buf.len())
+                    .ok_or_else(|| bad("truncated fixed32"))?
+            }
             _ => return Err(bad("unsupported wire type")),
         }
     }
@@ -62,7 +78,11 @@ fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, ReviewError> {
 }
 
 fn message<'a>(buf: &'a [u8], number: u64) -> Result<Option<&'a [u8]>, ReviewError> {
-    Ok(fields(buf)?.into_iter().rev().find(|f| f.number == number).and_then(|f| f.bytes))
+    Ok(fields(buf)?
+        .into_iter()
+        .rev()
+        .find(|f| f.number == number)
+        .and_then(|f| f.bytes))
 }
 
 /// String fields of a message, by JSON name.
@@ -83,7 +103,9 @@ pub fn is_protobuf(content_type: Option<&str>) -> bool {
 
 /// The JSON equivalent of a protobuf self-review body.
 pub fn to_json(kind: SelfReview, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
-    let unknown = body.strip_prefix(MAGIC).ok_or_else(|| bad("missing k8s envelope"))?;
+    let unknown = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("missing k8s envelope"))?;
     let type_meta = message(unknown, 1)?.unwrap_or_default();
     let tm = strings(type_meta, &[(1, "apiVersion"), (2, "kind")])?;
     let raw = message(unknown, 2)?.unwrap_or_default();
@@ -107,7 +129,10 @@ pub fn to_json(kind: SelfReview, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
                 spec.insert("resourceAttributes".into(), Value::Object(attrs));
             }
             if let Some(nra) = message(spec_bytes, 2)? {
-                spec.insert("nonResourceAttributes".into(), Value::Object(strings(nra, &[(1, "path"), (2, "verb")])?));
+                spec.insert(
+                    "nonResourceAttributes".into(),
+                    Value::Object(strings(nra, &[(1, "path"), (2, "verb")])?),
+                );
             }
             Value::Object(spec)
         }
@@ -133,16 +158,27 @@ mod tests {
 
     /// What kubectl sends for `kubectl auth can-i create pods/exec -n dev`.
     fn access_review() -> Vec<u8> {
-        let attrs = [field(1, b"dev"), field(2, b"create"), field(5, b"pods"), field(6, b"exec")].concat();
+        let attrs = [
+            field(1, b"dev"),
+            field(2, b"create"),
+            field(5, b"pods"),
+            field(6, b"exec"),
+        ]
+        .concat();
         let spec = field(1, &attrs);
         let raw = [field(1, b""), field(2, &spec)].concat();
-        let tm = [field(1, b"authorization.k8s.io/v1"), field(2, b"SelfSubjectAccessReview")].concat();
+        let tm = [
+            field(1, b"authorization.k8s.io/v1"),
+            field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
         [MAGIC.to_vec(), field(1, &tm), field(2, &raw), field(4, b"")].concat()
     }
 
     #[test]
     fn access_review_becomes_json() {
-        let json: Value = serde_json::from_slice(&to_json(SelfReview::AccessReview, &access_review()).unwrap()).unwrap();
+        let json: Value =
+            serde_json::from_slice(&to_json(SelfReview::AccessReview, &access_review()).unwrap()).unwrap();
         assert_eq!(
             json,
             json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
@@ -162,7 +198,14 @@ mod tests {
 
     #[test]
     fn garbage_is_a_bad_request_not_a_panic() {
-        for body in [&b""[..], b"k8s", b"k8s\0\x0a\xff", b"k8s\0\x0a\x05ab", b"k8s\0\x17", b"{\"json\":1}"] {
+        for body in [
+            &b""[..],
+            b"k8s",
+            b"k8s\0\x0a\xff",
+            b"k8s\0\x0a\x05ab",
+            b"k8s\0\x17",
+            b"{\"json\":1}",
+        ] {
             assert!(to_json(SelfReview::AccessReview, body).is_err(), "{body:?}");
         }
     }
