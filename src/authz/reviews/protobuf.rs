@@ -77,7 +77,7 @@ fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, ReviewError> {
     Ok(out)
 }
 
-fn message<'a>(buf: &'a [u8], number: u64) -> Result<Option<&'a [u8]>, ReviewError> {
+fn message(buf: &[u8], number: u64) -> Result<Option<&[u8]>, ReviewError> {
     Ok(fields(buf)?
         .into_iter()
         .rev()
