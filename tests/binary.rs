@@ -153,7 +153,7 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
         &format!("clusters:\n- name: k8s\n  kubeconfig: {}\n", kc.display()),
     );
     let (port, probe) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args([
             "--bind-address=127.0.0.1".to_string(),
             format!("--secure-port={port}"),
@@ -254,7 +254,7 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
     // SIGTERM: the process drains and exits 0 within the grace period.
     let started = Instant::now();
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {

@@ -1,0 +1,195 @@
+//! Benchmark upstream: a fast fake Kubernetes API server over TLS (h2 and HTTP/1.1 by ALPN).
+//!
+//! ```text
+//! bench-upstream --cert server.crt --key server.key --addr-file upstream.addr \
+//!                [--list-mb 8] [--workers 0] [--listen 127.0.0.1:0]
+//! ```
+//! Every answer is precomputed; a leading `/bench` path segment is ignored, so clients use the
+//! same URLs against the upstream, the pass-through and kube-oidc-proxy (`/bench` is the cluster).
+//!
+//! - `GET` of namespaces and of the four RBAC collections: an empty list (resourceVersion 1),
+//!   so the proxy's RBAC snapshot becomes ready;
+//! - any request with `watch=true` (or `watch=1`): `200`, then a stream that stays idle;
+//! - `GET .../pods` (a pod list): a `--list-mb` MB PodList, streamed in 64 KiB frames;
+//! - any request with `Connection: Upgrade`: `101`, then every byte is echoed back;
+//! - anything else: a small JSON object (a ConfigMap of about 600 bytes).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::{path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
+use common::{Args, Body, Chunked, Idle, full};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+const COLLECTIONS: [(&str, &str, &str); 5] = [
+    ("/api/v1/namespaces", "NamespaceList", "v1"),
+    ("/apis/rbac.authorization.k8s.io/v1/roles", "RoleList", "rbac.authorization.k8s.io/v1"),
+    ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "ClusterRoleList", "rbac.authorization.k8s.io/v1"),
+    ("/apis/rbac.authorization.k8s.io/v1/rolebindings", "RoleBindingList", "rbac.authorization.k8s.io/v1"),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        "ClusterRoleBindingList",
+        "rbac.authorization.k8s.io/v1",
+    ),
+];
+
+struct Canned {
+    small: Bytes,
+    list: Bytes,
+    empty_lists: Vec<(&'static str, Bytes)>,
+}
+
+fn small_object() -> Bytes {
+    let v = json!({
+        "kind": "ConfigMap", "apiVersion": "v1",
+        "metadata": {
+            "name": "small", "namespace": "default", "uid": "6f1f0c5e-6a2b-4f7e-9a51-3b1d2c4e5f60",
+            "resourceVersion": "123456", "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"app": "bench", "tier": "backend"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}
+        },
+        "data": {"key1": "value1", "key2": "a moderately sized value for the benchmark", "key3": "x".repeat(200)}
+    });
+    Bytes::from(serde_json::to_vec(&v).expect("json"))
+}
+
+/// A PodList of about `mb` megabytes of realistic-looking pods.
+fn pod_list(mb: usize) -> Bytes {
+    let target = mb * 1024 * 1024;
+    let mut out = Vec::with_capacity(target + 4096);
+    out.extend_from_slice(br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"123456"},"items":["#);
+    let mut i = 0usize;
+    while out.len() < target {
+        if i > 0 {
+            out.push(b',');
+        }
+        let pod = json!({
+            "metadata": {"name": format!("web-{i:06}"), "namespace": "default",
+                         "uid": format!("00000000-0000-4000-8000-{i:012}"), "resourceVersion": format!("{}", 100000 + i),
+                         "labels": {"app": "web", "pod-template-hash": "5d9c7b"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9c7b", "uid": "1", "controller": true}]},
+            "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1.2.3",
+                                     "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}],
+                     "nodeName": format!("node-{}", i % 50), "serviceAccountName": "default"},
+            "status": {"phase": "Running", "podIP": format!("10.0.{}.{}", (i / 250) % 250, i % 250),
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        });
+        out.extend_from_slice(&serde_json::to_vec(&pod).expect("json"));
+        i += 1;
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+fn json_response(body: Bytes) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let conn_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    headers.get(header::UPGRADE).filter(|_| conn_upgrade).cloned()
+}
+
+fn websocket_accept(key: &str) -> String {
+    use base64::Engine as _;
+    let input = format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, input.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+}
+
+async fn handle(canned: Arc<Canned>, mut req: Request<Incoming>) -> Response<Body> {
+    if let Some(proto) = wants_upgrade(req.headers()) {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let mut resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, proto.clone());
+        if proto.as_bytes().eq_ignore_ascii_case(b"websocket") {
+            if let Some(k) = req.headers().get("sec-websocket-key").and_then(|v| v.to_str().ok()) {
+                resp = resp.header("sec-websocket-accept", websocket_accept(k));
+            }
+        } else if let Some(v) = req.headers().get("x-stream-protocol-version") {
+            resp = resp.header("x-stream-protocol-version", v.clone());
+        }
+        tokio::spawn(async move {
+            let Ok(up) = on_upgrade.await else { return };
+            let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
+            let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+        });
+        return resp.body(full(Bytes::new())).expect("101");
+    }
+    let path = req.uri().path();
+    let path = match path.strip_prefix("/bench") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => path,
+    };
+    let query = req.uri().query().unwrap_or("");
+    let watch = query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1");
+    if watch {
+        let mut r = Response::new(Idle.boxed());
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return r;
+    }
+    if let Some((_, body)) = canned.empty_lists.iter().find(|(p, _)| *p == path) {
+        return json_response(body.clone());
+    }
+    if path.ends_with("/pods") {
+        let mut r = Response::new(Chunked::new(canned.list.clone(), 64 * 1024).boxed());
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return r;
+    }
+    // Small GETs (and anything else): drain a request body if there is one, answer small.
+    if !req.body().is_end_stream() {
+        let _ = req.into_body().collect().await;
+    }
+    json_response(canned.small.clone())
+}
+
+fn main() {
+    let args = Args::parse();
+    let cert = PathBuf::from(args.req("cert"));
+    let key = PathBuf::from(args.req("key"));
+    let listen = args.str("listen", "127.0.0.1:0");
+    let addr_file = args.get("addr-file").map(PathBuf::from);
+    let list_mb: usize = args.num("list-mb", 8);
+    let workers: usize = args.num("workers", 0);
+    let empty_lists = COLLECTIONS
+        .iter()
+        .map(|(p, kind, api)| {
+            let v = json!({"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": []});
+            (*p, Bytes::from(serde_json::to_vec(&v).expect("json")))
+        })
+        .collect();
+    let canned = Arc::new(Canned {
+        small: small_object(),
+        list: pod_list(list_mb),
+        empty_lists,
+    });
+    eprintln!(
+        "small GET body {} bytes, pod list {} bytes",
+        canned.small.len(),
+        canned.list.len()
+    );
+    let tls = common::server_config(&cert, &key);
+    common::tokio_runtime(workers).block_on(common::serve_tls(&listen, tls, addr_file, move |req, _| {
+        handle(canned.clone(), req)
+    }));
+}
