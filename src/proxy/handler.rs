@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{
     ProxyBody,
@@ -24,7 +23,6 @@ use crate::{
     },
     authn::{Authenticator, User},
     authz::{
-        forbidden::forbidden_message,
         rbac::{Decision, Snapshot},
         request_info::RequestInfo,
         reviews::{self, SelfReview, UserView},
@@ -120,7 +118,11 @@ impl Proxy {
             tracing::debug!(cluster = %cluster.name, user = %user.name, verb = %info.verb,
                 resource = %info.resource, namespace = %info.namespace, request_id = %ctx.request_id, "denied");
             self.audit(&ctx, &user, &info, AuditDecision::Deny, None);
-            return self.fail(&mut ctx, metrics::Decision::Deny, forbidden(&user.name, &info));
+            return self.fail(
+                &mut ctx,
+                metrics::Decision::Deny,
+                status::forbidden(&user.name, &info),
+            );
         }
 
         // rewrite + forward
@@ -157,7 +159,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .filter(|v| trusted && !v.is_empty() && v.len() <= 128)
             .map(str::to_string)
-            .unwrap_or_else(new_request_id);
+            .unwrap_or_else(super::record::new_request_id);
         Ctx {
             peer,
             uri: req
@@ -299,8 +301,10 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
             parts.headers.insert(HeaderName::from_static("audit-id"), id);
         }
+        let client_ip = self.opts.extra_user_header_client_ip.then(|| ctx.peer.ip());
         if self.opts.impersonate
-            && let Err(msg) = self.add_impersonation(&mut parts.headers, user, ctx)
+            && let Err(msg) =
+                headers::add_impersonation(&mut parts.headers, user, &self.opts.extra_user_headers, client_ip)
         {
             return self.fail(ctx, metrics::Decision::Error, bad_request(msg));
         }
@@ -364,38 +368,6 @@ impl Proxy {
         Ok((Either::Right(Full::new(bytes)), field))
     }
 
-    fn add_impersonation(&self, h: &mut http::HeaderMap, user: &User, ctx: &Ctx) -> Result<(), &'static str> {
-        const BAD: &str = "user information cannot be sent as headers";
-        let value = |s: &str| HeaderValue::from_str(s).map_err(|_| BAD);
-        h.insert(HeaderName::from_static("impersonate-user"), value(&user.name)?);
-        for g in &user.groups {
-            h.append(HeaderName::from_static("impersonate-group"), value(g)?);
-        }
-        if !user.uid.is_empty() {
-            h.insert(HeaderName::from_static("impersonate-uid"), value(&user.uid)?);
-        }
-        let mut extras: Vec<(&str, String)> = user
-            .extra
-            .iter()
-            .flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.clone())))
-            .collect();
-        extras.extend(
-            self.opts
-                .extra_user_headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone())),
-        );
-        if self.opts.extra_user_header_client_ip {
-            extras.push(("Remote-Client-IP", ctx.peer.ip().to_string()));
-        }
-        for (k, v) in extras {
-            let name = format!("impersonate-extra-{}", utf8_percent_encode(k, EXTRA_KEY));
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| BAD)?;
-            h.append(name, value(&v)?);
-        }
-        Ok(())
-    }
-
     fn upstream_failed(&self, ctx: &mut Ctx, cluster: &Cluster, e: UpstreamError) -> Response<ProxyBody> {
         tracing::warn!(cluster = %cluster.name, server = %cluster.upstream.server, request_id = %ctx.request_id,
             error = %e, "upstream request failed");
@@ -430,56 +402,3 @@ const MAX_REVIEW_BODY: usize = 1 << 20;
 fn bad_request(msg: &str) -> Response<ProxyBody> {
     status(StatusCode::BAD_REQUEST, "BadRequest", msg)
 }
-
-/// The 403 kube-apiserver would give, word for word, so scripts and users see the same thing.
-fn forbidden(user: &str, info: &RequestInfo) -> Response<ProxyBody> {
-    let details = if info.is_resource_request {
-        let mut d = serde_json::json!({ "kind": info.resource });
-        if !info.api_group.is_empty() {
-            d["group"] = info.api_group.clone().into();
-        }
-        if !info.name.is_empty() {
-            d["name"] = info.name.clone().into();
-        }
-        Some(d)
-    } else {
-        None
-    };
-    status::status_with_details(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        &forbidden_message(user, info),
-        details,
-    )
-}
-
-/// 128 random bits as a UUID-shaped string (what kube-apiserver's Audit-ID looks like).
-fn new_request_id() -> String {
-    let mut b = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
-        // Without randomness, fall back to time: unique enough for log correlation.
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b = n.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-/// Impersonate-Extra-* keys are percent-encoded as kube-apiserver decodes them.
-const EXTRA_KEY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');

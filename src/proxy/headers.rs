@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// kube-apiserver accepts a bearer token inside a WebSocket subprotocol (browsers cannot set
 /// headers); it is a credential like `Authorization` and is handled the same way.
@@ -225,6 +226,47 @@ fn canonical_peer(s: &str) -> IpAddr {
     s.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
+/// Impersonate-User/-Group/-Uid/-Extra-* for the authenticated user (`--impersonate-upstream`),
+/// plus the configured extra user info and, when asked, the client IP.
+pub fn add_impersonation(
+    h: &mut HeaderMap,
+    user: &crate::authn::User,
+    extra_user_headers: &[(String, String)],
+    client_ip: Option<IpAddr>,
+) -> Result<(), &'static str> {
+    const BAD: &str = "user information cannot be sent as headers";
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| BAD);
+    h.insert(HeaderName::from_static("impersonate-user"), value(&user.name)?);
+    for g in &user.groups {
+        h.append(HeaderName::from_static("impersonate-group"), value(g)?);
+    }
+    if !user.uid.is_empty() {
+        h.insert(HeaderName::from_static("impersonate-uid"), value(&user.uid)?);
+    }
+    let mut extras: Vec<(&str, String)> = user
+        .extra
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.clone())))
+        .collect();
+    extras.extend(extra_user_headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    if let Some(ip) = client_ip {
+        extras.push(("Remote-Client-IP", ip.to_string()));
+    }
+    for (k, v) in extras {
+        let name = format!("impersonate-extra-{}", utf8_percent_encode(k, EXTRA_KEY));
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| BAD)?;
+        h.append(name, value(&v)?);
+    }
+    Ok(())
+}
+
+/// Impersonate-Extra-* keys are percent-encoded as kube-apiserver decodes them.
+const EXTRA_KEY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +367,37 @@ mod tests {
             Version::HTTP_11,
             &map(&[("connection", "keep-alive, upgrade"), ("upgrade", "websocket")])
         ));
+    }
+
+    #[test]
+    fn impersonation_headers_for_the_user() {
+        let user = crate::authn::User {
+            name: "ann".into(),
+            uid: "u-1".into(),
+            groups: vec!["ops".into(), "system:authenticated".into()],
+            extra: [("scopes/v1".to_string(), vec!["a".to_string()])]
+                .into_iter()
+                .collect(),
+        };
+        let mut h = HeaderMap::new();
+        add_impersonation(
+            &mut h,
+            &user,
+            &[("team".into(), "blue".into())],
+            Some("::1".parse().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(h.get("impersonate-user").unwrap(), "ann");
+        assert_eq!(h.get_all("impersonate-group").iter().count(), 2);
+        assert_eq!(h.get("impersonate-uid").unwrap(), "u-1");
+        assert_eq!(h.get("impersonate-extra-scopes%2fv1").unwrap(), "a");
+        assert_eq!(h.get("impersonate-extra-team").unwrap(), "blue");
+        assert_eq!(h.get("impersonate-extra-remote-client-ip").unwrap(), "::1");
+        let bad = crate::authn::User {
+            name: "a\u{7f}".into(),
+            ..Default::default()
+        };
+        assert!(add_impersonation(&mut HeaderMap::new(), &bad, &[], None).is_err());
     }
 
     #[test]

@@ -164,3 +164,27 @@ fn set_audit_id(resp: &mut Response<ProxyBody>, id: &str) {
         resp.headers_mut().insert("audit-id", v);
     }
 }
+
+/// 128 random bits as a UUID-shaped string (what kube-apiserver's Audit-ID looks like).
+pub(super) fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        // Without randomness, fall back to time: unique enough for log correlation.
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = n.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

@@ -6,6 +6,7 @@ use http_body_util::{Either, Full};
 use serde_json::json;
 
 use super::ProxyBody;
+use crate::authz::{forbidden::forbidden_message, request_info::RequestInfo};
 
 /// Builds a `Status` (kind Status, apiVersion v1, status Failure) with the given code.
 pub fn status(code: StatusCode, reason: &str, message: &str) -> Response<ProxyBody> {
@@ -57,5 +58,27 @@ pub fn unknown_cluster(name: &str) -> Response<ProxyBody> {
         "NotFound",
         &format!("cluster {name:?} is not served by this proxy"),
         Some(json!({"name": name, "kind": "clusters"})),
+    )
+}
+
+/// The 403 kube-apiserver would give, word for word, so scripts and users see the same thing.
+pub fn forbidden(user: &str, info: &RequestInfo) -> Response<ProxyBody> {
+    let details = if info.is_resource_request {
+        let mut d = serde_json::json!({ "kind": info.resource });
+        if !info.api_group.is_empty() {
+            d["group"] = info.api_group.clone().into();
+        }
+        if !info.name.is_empty() {
+            d["name"] = info.name.clone().into();
+        }
+        Some(d)
+    } else {
+        None
+    };
+    status_with_details(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &forbidden_message(user, info),
+        details,
     )
 }
