@@ -541,7 +541,8 @@ async fn kubeconfig_credentials_exec_plugin_token_file_and_insecure_skip_verify(
         .await;
     let insecure = apiserver().name("insecure").require_bearer(Some("t")).run().await;
     let dir = support::TempDir::new("kop-creds");
-    // No trailing newline: kube-rs sends a token file verbatim (see the closing note).
+    // No trailing newline: kube-rs sends a token file verbatim, so the proxy refuses (and names)
+    // a file with one; see `a_token_file_with_a_trailing_newline_is_reported_and_skipped`.
     let token_file = dir.write("token", "from-file");
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     // An exec credential plugin, as kubectl runs them (here a shell one-liner).
@@ -588,4 +589,31 @@ async fn kubeconfig_credentials_exec_plugin_token_file_and_insecure_skip_verify(
         );
         assert_eq!(api.last().header("authorization"), Some(cred), "{cluster}");
     }
+}
+
+#[tokio::test]
+async fn a_token_file_with_a_trailing_newline_is_reported_and_skipped() {
+    use base64::Engine as _;
+    let api = apiserver().name("nl").run().await;
+    let dir = support::TempDir::new("kop-nl");
+    let token_file = dir.write("token", "tok\n");
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    tokenFile: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        api.url(),
+        base64::engine::general_purpose::STANDARD.encode(api.ca_pem()),
+        token_file.display()
+    );
+    let err = match kube_oidc_proxy::cluster::Upstream::from_kubeconfig(
+        serde_saphyr::from_str(&kc).expect("kubeconfig parses"),
+        Default::default(),
+    )
+    .await
+    {
+        Ok(_) => panic!("a token file with a newline must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("trailing whitespace") && err.contains("token"),
+        "{err}"
+    );
 }

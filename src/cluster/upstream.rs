@@ -97,6 +97,16 @@ impl Upstream {
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|e| UpstreamError::Kubeconfig(error_chain(&e)))?;
+        if let Some(path) = config.auth_info.token_file.as_deref()
+            && let Ok(token) = tokio::fs::read_to_string(path).await
+            && token.trim() != token
+        {
+            // kube-rs sends a token file verbatim (client-go trims it): say so instead of
+            // leaving the operator with "failed to parse header value" on every request.
+            return Err(UpstreamError::Kubeconfig(format!(
+                "token file {path} has leading or trailing whitespace (often a final newline); remove it"
+            )));
+        }
         // Exec credential plugins run synchronously inside auth_layer(): keep them off the
         // async workers.
         tokio::task::spawn_blocking(move || {
