@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! bench-client pki --dir DIR
-//! bench-client tokens  --url https://127.0.0.1:P/bench --ca ca.crt --tokens-file T --count N [--conns 8] [--same-token]
+//! bench-client tokens  --url https://127.0.0.1:P/bench --ca ca.crt --tokens-file T --count N [--conns 8]
+//!                      [--offset K] [--same-token]
 //! bench-client watches --url ... --ca ... --tokens-file T --count N [--h1] [--streams-per-conn 500] --ready-file F [--hold 3600]
 //! bench-client list    --url ... --ca ... --tokens-file T --requests N [--conns 2]
 //! bench-client upgrade --url ... --ca ... --tokens-file T [--conns 4] [--mb-per-conn 64] [--chunk 65536]
@@ -82,7 +83,11 @@ impl Target {
     async fn tls(&self, h2: bool) -> std::io::Result<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
-        let cfg = if h2 { self.tls_h2.clone() } else { self.tls_h1.clone() };
+        let cfg = if h2 {
+            self.tls_h2.clone()
+        } else {
+            self.tls_h1.clone()
+        };
         let name = rustls_pki_types::ServerName::try_from(self.addr.ip().to_string())
             .map_err(std::io::Error::other)?;
         TlsConnector::from(cfg).connect(name, tcp).await
@@ -133,8 +138,7 @@ fn percentiles(mut us: Vec<u64>) -> serde_json::Value {
     json!({"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": at(1.0)})
 }
 
-async fn read_body(body: Incoming) -> Result<u64, hyper::Error> {
-    let mut body = body;
+async fn read_body(mut body: Incoming) -> Result<u64, hyper::Error> {
     let mut n = 0u64;
     while let Some(frame) = body.frame().await {
         if let Some(d) = frame?.data_ref() {
@@ -149,10 +153,16 @@ async fn tokens(t: Arc<Target>, args: &Args) -> serde_json::Value {
     let count: usize = args.num("count", 1000);
     let conns: usize = args.num("conns", 8);
     let same = args.bool("same-token");
+    // Repeats use fresh tokens: run k uses tokens 1 + offset .. 1 + offset + count.
+    let offset: usize = args.num("offset", 0);
     let path = args.str("path", "/api/v1/namespaces/default/configmaps/small");
     // Token 0 is the one the other workloads use (it is cached by now); distinct ones follow.
-    if !same && t.tokens.len() < count + 1 {
-        die(&format!("need {} tokens, have {}", count + 1, t.tokens.len()));
+    if !same && t.tokens.len() < offset + count + 1 {
+        die(&format!(
+            "need {} tokens, have {}",
+            offset + count + 1,
+            t.tokens.len()
+        ));
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -171,10 +181,19 @@ async fn tokens(t: Arc<Target>, args: &Args) -> serde_json::Value {
                 if i >= count {
                     break;
                 }
-                let token = if same { &t.tokens[0] } else { &t.tokens[i + 1] };
+                let token = if same {
+                    &t.tokens[0]
+                } else {
+                    &t.tokens[offset + i + 1]
+                };
                 let req = t.get(&path, token, false);
                 let t0 = Instant::now();
-                let ok = match send.send_request(req).await {
+                // A keep-alive connection takes the next request only once the last one is done.
+                let sent = match send.ready().await {
+                    Ok(()) => send.send_request(req).await,
+                    Err(e) => Err(e),
+                };
+                let ok = match sent {
                     Ok(resp) => {
                         let status = resp.status();
                         read_body(resp.into_body()).await.is_ok() && status == StatusCode::OK
@@ -293,7 +312,11 @@ async fn list(t: Arc<Target>, args: &Args) -> serde_json::Value {
             let (mut total, mut ttfb, mut bytes, mut errors) = (Vec::new(), Vec::new(), 0u64, 0usize);
             while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let t0 = Instant::now();
-                match send.send_request(t.get(&path, &t.tokens[0], false)).await {
+                let sent = match send.ready().await {
+                    Ok(()) => send.send_request(t.get(&path, &t.tokens[0], false)).await,
+                    Err(e) => Err(e),
+                };
+                match sent {
                     Ok(resp) if resp.status() == StatusCode::OK => {
                         ttfb.push(t0.elapsed().as_micros() as u64);
                         match read_body(resp.into_body()).await {
@@ -339,7 +362,10 @@ async fn upgrade(t: Arc<Target>, args: &Args) -> serde_json::Value {
     // Establish every upgrade first, then time the byte transfer only.
     let mut streams = Vec::new();
     for _ in 0..conns {
-        let mut s = t.tls(false).await.unwrap_or_else(|e| die(&format!("connect: {e}")));
+        let mut s = t
+            .tls(false)
+            .await
+            .unwrap_or_else(|e| die(&format!("connect: {e}")));
         let head = format!(
             "POST {}{} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\n\
              Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n",
@@ -350,7 +376,10 @@ async fn upgrade(t: Arc<Target>, args: &Args) -> serde_json::Value {
         let mut byte = [0u8; 1];
         while !buf.ends_with(b"\r\n\r\n") {
             if s.read(&mut byte).await.expect("read response head") == 0 {
-                die(&format!("connection closed in response head: {}", String::from_utf8_lossy(&buf)));
+                die(&format!(
+                    "connection closed in response head: {}",
+                    String::from_utf8_lossy(&buf)
+                ));
             }
             buf.push(byte[0]);
         }

@@ -102,8 +102,10 @@ fn main() {
                     }
                 };
                 let mut r = Response::new(full(body));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
                 r
             }
         })

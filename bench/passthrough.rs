@@ -141,7 +141,11 @@ fn main() {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .build(https);
-        let pass = Arc::new(Pass { client, upstream, strip });
+        let pass = Arc::new(Pass {
+            client,
+            upstream,
+            strip,
+        });
         let tls = common::server_config(&cert, &key);
         common::serve_tls(&listen, tls, addr_file, move |req, _| {
             let pass = pass.clone();

@@ -23,15 +23,27 @@ use bytes::Bytes;
 use common::{Args, Body, Chunked, Idle, full};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 const COLLECTIONS: [(&str, &str, &str); 5] = [
     ("/api/v1/namespaces", "NamespaceList", "v1"),
-    ("/apis/rbac.authorization.k8s.io/v1/roles", "RoleList", "rbac.authorization.k8s.io/v1"),
-    ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "ClusterRoleList", "rbac.authorization.k8s.io/v1"),
-    ("/apis/rbac.authorization.k8s.io/v1/rolebindings", "RoleBindingList", "rbac.authorization.k8s.io/v1"),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/roles",
+        "RoleList",
+        "rbac.authorization.k8s.io/v1",
+    ),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "ClusterRoleList",
+        "rbac.authorization.k8s.io/v1",
+    ),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+        "RoleBindingList",
+        "rbac.authorization.k8s.io/v1",
+    ),
     (
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
         "ClusterRoleBindingList",
@@ -63,7 +75,9 @@ fn small_object() -> Bytes {
 fn pod_list(mb: usize) -> Bytes {
     let target = mb * 1024 * 1024;
     let mut out = Vec::with_capacity(target + 4096);
-    out.extend_from_slice(br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"123456"},"items":["#);
+    out.extend_from_slice(
+        br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"123456"},"items":["#,
+    );
     let mut i = 0usize;
     while out.len() < target {
         if i > 0 {
@@ -120,7 +134,11 @@ async fn handle(canned: Arc<Canned>, mut req: Request<Incoming>) -> Response<Bod
             .header(header::CONNECTION, "Upgrade")
             .header(header::UPGRADE, proto.clone());
         if proto.as_bytes().eq_ignore_ascii_case(b"websocket") {
-            if let Some(k) = req.headers().get("sec-websocket-key").and_then(|v| v.to_str().ok()) {
+            if let Some(k) = req
+                .headers()
+                .get("sec-websocket-key")
+                .and_then(|v| v.to_str().ok())
+            {
                 resp = resp.header("sec-websocket-accept", websocket_accept(k));
             }
         } else if let Some(v) = req.headers().get("x-stream-protocol-version") {
@@ -174,7 +192,8 @@ fn main() {
     let empty_lists = COLLECTIONS
         .iter()
         .map(|(p, kind, api)| {
-            let v = json!({"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": []});
+            let v =
+                json!({"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": []});
             (*p, Bytes::from(serde_json::to_vec(&v).expect("json")))
         })
         .collect();

@@ -71,7 +71,11 @@ impl Args {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.flags.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.flags
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn str(&self, name: &str, default: &str) -> String {
@@ -135,7 +139,11 @@ pub fn write_pki(dir: &Path) {
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key).expect("self-sign CA");
     let issuer = rcgen::Issuer::new(ca, ca_key);
-    let sans = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
+    let sans = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "::1".to_string(),
+    ];
     let mut leaf = CertificateParams::new(sans).expect("SANs");
     leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -183,8 +191,12 @@ pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 
 /// Binds `listen`, writes the bound address to `addr_file` (if any) and serves HTTPS (h2 or
 /// HTTP/1.1 by ALPN, upgrades on) until the process ends.
-pub async fn serve_tls<H, F, B>(listen: &str, tls: Arc<rustls::ServerConfig>, addr_file: Option<PathBuf>, handler: H)
-where
+pub async fn serve_tls<H, F, B>(
+    listen: &str,
+    tls: Arc<rustls::ServerConfig>,
+    addr_file: Option<PathBuf>,
+    handler: H,
+) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -224,7 +236,9 @@ where
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let svc = hyper::service::service_fn(move |req| {
                 let fut = handler(req, peer);
@@ -237,7 +251,9 @@ where
             } else {
                 builder = builder.http1_only();
             }
-            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await;
         });
     }
 }
@@ -248,7 +264,10 @@ pub struct Idle;
 impl hyper::body::Body for Idle {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Pending
     }
 }
@@ -307,7 +326,8 @@ pub struct Rs256Key {
 
 impl Rs256Key {
     pub fn generate(kid: &str) -> Rs256Key {
-        let pair = aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA key");
+        let pair =
+            aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA key");
         Rs256Key {
             kid: kid.to_string(),
             pair,
@@ -340,14 +360,25 @@ impl Rs256Key {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let mut sig = vec![0; self.pair.public_modulus_len()];
         self.pair
-            .sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &rng,
+                input.as_bytes(),
+                &mut sig,
+            )
             .expect("RSA sign");
         format!("{input}.{}", b64url(&sig))
     }
 }
 
 /// Claims of a typical Keycloak ID token for the bench user, made distinct by `jti`.
-pub fn bench_claims(issuer: &str, client_id: &str, groups: &[String], n: usize, ttl: u64) -> serde_json::Value {
+pub fn bench_claims(
+    issuer: &str,
+    client_id: &str,
+    groups: &[String],
+    n: usize,
+    ttl: u64,
+) -> serde_json::Value {
     let now = unix_now();
     serde_json::json!({
         "iss": issuer,

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Renders bench/run's raw results (key<TAB>target<TAB>value lines) as one markdown table.
+
+usage: report.py RESULTS.tsv OUT.md [note lines...]
+
+Repeated runs of a workload are summarised by their median. Ratios are kube-oidc-proxy over the
+pass-through and over the upstream reached directly; the last column checks DESIGN.md section 7.
+"""
+
+import statistics
+import sys
+from collections import defaultdict
+
+res_path, out_path, *notes = sys.argv[1:]
+vals = defaultdict(list)
+for line in open(res_path):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) != 3:
+        continue
+    key, target, value = parts
+    try:
+        vals[(key, target)].append(float(value))
+    except ValueError:
+        pass
+
+
+def get(key, target):
+    v = vals.get((key, target))
+    return statistics.median(v) if v else None
+
+
+def spread(key, target):
+    v = vals.get((key, target))
+    if not v or len(v) < 2:
+        return ""
+    return f" ({min(v):{FMT.get(key, '.3g')}}–{max(v):{FMT.get(key, '.3g')}})"
+
+
+FMT = {"tokcached.cpu_us": ".1f"}
+
+
+def fmt(v, f):
+    if v is None:
+        return "–"
+    return format(v, f)
+
+
+TARGETS = ["direct", "passthrough", "kop"]
+rate = get("meta", "rate")
+
+# (key, workload label, metric label, number format, show spread)
+ROWS = [
+    ("get.rps", "small GET, HTTP/1.1, 64 conns", "requests/s", ",.0f", True),
+    ("get.p50", "", "latency p50 (ms)", ".3f", False),
+    ("get.p99", "", "latency p99 (ms)", ".3f", False),
+    ("get.cpu10k", "", "CPU s / 10k req (serving process)", ".3f", True),
+    ("get.cpu10k_total", "", "CPU s / 10k req (incl. upstream)", ".3f", False),
+    ("get.reqpercpu", "", "requests per CPU-second (serving process)", ",.0f", False),
+    ("geth2.rps", "small GET, HTTP/2, 4 conns x 16 streams", "requests/s", ",.0f", True),
+    ("geth2.p50", "", "latency p50 (ms)", ".3f", False),
+    ("geth2.p99", "", "latency p99 (ms)", ".3f", False),
+    ("geth2.cpu10k", "", "CPU s / 10k req (serving process)", ".3f", True),
+    ("rate.rps", f"small GET at {int(rate) if rate else '?'} req/s (half of proxy saturation)", "achieved requests/s", ",.0f", False),
+    ("rate.p50", "", "latency p50 (ms)", ".3f", True),
+    ("rate.p99", "", "latency p99 (ms)", ".3f", True),
+    ("rate.p999", "", "latency p99.9 (ms)", ".3f", False),
+    ("rate.cpu10k", "", "CPU s / 10k req (serving process)", ".3f", False),
+    ("light.p50", "small GET at 1,000 req/s, 8 conns (light load)", "latency p50 (ms)", ".3f", True),
+    ("light.p99", "", "latency p99 (ms)", ".3f", True),
+    ("light.cpu10k", "", "CPU s / 10k req (serving process)", ".3f", False),
+    ("tok.cpu_us", "first request per token (distinct RS256 tokens, 8 conns)", "CPU µs / request (serving process)", ".1f", True),
+    ("tok.p50", "", "latency p50 (ms)", ".3f", False),
+    ("tok.p99", "", "latency p99 (ms)", ".3f", False),
+    ("tok.rps", "", "requests/s", ",.0f", False),
+    ("list.mbps", "large list (PodList, 2 conns)", "MB/s", ",.0f", True),
+    ("list.ttfb50", "", "time to first byte p50 (ms)", ".3f", False),
+    ("list.p50", "", "whole list p50 (ms)", ".2f", False),
+    ("list.cpu_gb", "", "CPU s / GB (serving process)", ".3f", False),
+    ("upg.mbps", "upgrade (101) echo, raw bytes", "MB/s each way", ",.0f", True),
+    ("upg.cpu_gb", "", "CPU s / GB each way (serving process)", ".3f", False),
+]
+for n in sorted({int(k[0][1:].split(".")[0]) for k in vals if k[0].startswith("w") and "." in k[0]}):
+    ROWS += [
+        (f"w{n}.rss_per", f"{n:,} idle watches (HTTP/2 client, fresh processes)", "RSS KiB per watch", ".1f", False),
+        (f"w{n}.idle_mib", "", "RSS before (MiB)", ".1f", False),
+        (f"w{n}.rss_mib", "", "RSS with the watches open (MiB)", ".1f", False),
+    ]
+
+# derived rows
+for t in TARGETS:
+    for v in vals.get(("get.cpu10k", t), []):
+        if v:
+            vals[("get.reqpercpu", t)].append(1e4 / v)
+for key, _, _, f, _ in ROWS:
+    FMT[key] = f
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def noisy(key):
+    """True when a repeated figure of kop or the pass-through varies more than twofold."""
+    for t in ("kop", "passthrough"):
+        v = [x for x in vals.get((key, t), []) if x > 0]
+        if len(v) > 1 and max(v) / min(v) > 2:
+            return True
+    return False
+
+
+def check(key):
+    """The DESIGN.md section 7 target a row answers, with the verdict."""
+    kop, pas = get(key, "kop"), get(key, "passthrough")
+
+    def ok(c):
+        if noisy(key):
+            return "⚠️ repeats differ more than 2x (machine busy): no verdict"
+        return "✅" if c else "❌"
+
+    if key == "get.cpu10k" and kop and pas:
+        extra = (kop / pas - 1) * 100
+        return f"≤ +15% vs pass-through: {extra:+.0f}% {ok(extra <= 15)}"
+    if key in ("rate.cpu10k", "geth2.cpu10k", "light.cpu10k") and kop and pas:
+        extra = (kop / pas - 1) * 100
+        return f"≤ +15% vs pass-through: {extra:+.0f}% {ok(extra <= 15)}"
+    if key in ("light.p50", "light.p99") and kop is not None and pas is not None:
+        return f"added vs pass-through: {kop - pas:+.3f} ms"
+    if key == "get.reqpercpu" and kop:
+        return f"≥ 10,000/s per core: {kop:,.0f} {ok(kop >= 10000)}"
+    if key == "rate.p50" and kop is not None and pas is not None:
+        d = kop - pas
+        return f"added ≤ 0.2 ms vs pass-through: {d:+.3f} ms {ok(d <= 0.2)}"
+    if key == "rate.p99" and kop is not None and pas is not None:
+        d = kop - pas
+        return f"added ≤ 1 ms vs pass-through: {d:+.3f} ms {ok(d <= 1.0)}"
+    if key == "tok.cpu_us":
+        first, cached = get("tok.cpu_us", "kop"), get("tokcached.cpu_us", "kop")
+        if first is not None and cached is not None:
+            extra = first - cached
+            return f"≤ 60 µs extra CPU vs cached ({cached:.1f} µs{spread('tokcached.cpu_us', 'kop')}): {extra:+.1f} µs {ok(extra <= 60)}"
+    if key.startswith("w") and key.endswith(".rss_per") and kop is not None:
+        return f"≤ 64 KiB per watch: {kop:.1f} KiB {ok(kop <= 64)}"
+    if key == "list.ttfb50" and kop is not None and pas is not None:
+        return f"no added buffering: TTFB {kop - pas:+.3f} ms vs pass-through"
+    return ""
+
+
+lines = [
+    "# kube-oidc-proxy benchmark",
+    "",
+    "Written by `bench/run` (issue 6; targets from DESIGN.md §7). All three targets run at once on",
+    "loopback with TLS on both legs: **direct** = the fake API server (`bench/upstream.rs`),",
+    "**pass-through** = plain hyper + rustls TLS-to-TLS proxy without auth (`bench/passthrough.rs`),",
+    "**kop** = kube-oidc-proxy, release build, cached token, RBAC decision (built-in role",
+    "`bench:devops`), access log written to a file. Load: oha (fixed concurrency / fixed rate) and",
+    "`bench/client.rs`. CPU is utime+stime of the serving process from /proc; medians of the",
+    "repeats, (min–max) where repeated. Every process shares the same cores, so requests/s are",
+    "whole-machine figures; CPU per request is the figure that does not depend on the load generator.",
+    "",
+]
+lines += [f"- {n}" for n in notes]
+lines += [
+    "",
+    "| workload | metric | direct | pass-through | kop | kop ÷ pass | kop ÷ direct | DESIGN §7 target |",
+    "|---|---|---:|---:|---:|---:|---:|---|",
+]
+for key, workload, metric, f, show_spread in ROWS:
+    cells = []
+    for t in TARGETS:
+        v = get(key, t)
+        cells.append(fmt(v, f) + (spread(key, t) if show_spread and v is not None else ""))
+    if all(c == "–" for c in cells):
+        continue
+    kop, pas, dire = get(key, "kop"), get(key, "passthrough"), get(key, "direct")
+    lines.append(
+        f"| {workload} | {metric} | {' | '.join(cells)} | {ratio(kop, pas)} | {ratio(kop, dire)} | {check(key)} |"
+    )
+cached = get("tokcached.cpu_us", "kop")
+if cached is not None:
+    lines += [
+        "",
+        f"Same client, same count, one cached token through kop: {cached:.1f} µs CPU per request, "
+        f"p50 {fmt(get('tokcached.p50', 'kop'), '.3f')} ms, p99 {fmt(get('tokcached.p99', 'kop'), '.3f')} ms.",
+    ]
+errors = {
+    (k, t): sum(v)
+    for (k, t), v in vals.items()
+    if k.endswith(".errors") and sum(v) > 0
+}
+if errors:
+    lines += ["", "Non-200 / failed requests: " + ", ".join(f"{k} {t}: {int(n)}" for (k, t), n in sorted(errors.items()))]
+lines += [
+    "",
+    "RBAC decision with 10k bindings, JWT verification and token-cache lookups are criterion",
+    "micro-benchmarks: `cargo bench --bench authz --bench authn`.",
+    "",
+]
+open(out_path, "w").write("\n".join(lines))
