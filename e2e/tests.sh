@@ -139,6 +139,9 @@ local_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 mkdir -p "$OUT/www" && echo "hello through port-forward" >"$OUT/www/index.html"
 python3 -m http.server "$target" --bind 127.0.0.1 --directory "$OUT/www" >/dev/null 2>&1 &
 BG+=($!)
+# kubectl >= 1.30 ends a port-forward on the first refused connection: the target must listen
+# before anything is forwarded to it.
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$target/" >/dev/null 2>&1 && break; sleep 0.1; done
 k eve k8s port-forward web -n dev "$local_port:$target" >"$OUT/pf.txt" 2>&1 &
 BG+=($!)
 got=""
