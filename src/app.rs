@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     audit::{
-        access_log::{Format, Sink, Stdout},
+        access_log::{Format, Sink},
+        line_writer::BufferedWriter,
         webhook::{AuditError, AuditSender, AuditStats, WebhookConfig},
     },
     authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
@@ -59,6 +60,8 @@ pub struct Running {
     pub clusters: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub audit_stats: Arc<AuditStats>,
+    /// Where access lines go; flushed at the end of a shutdown.
+    pub access_log: Arc<dyn Sink>,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
@@ -83,7 +86,9 @@ impl Running {
 
 /// Validates flags, loads files, binds the ports and starts serving. Access lines go to stdout.
 pub async fn start(args: Args) -> Result<Running, StartError> {
-    start_with_sink(args, Arc::new(Stdout)).await
+    let writer =
+        BufferedWriter::stdout().map_err(|e| StartError::Flags(format!("access log writer: {e}")))?;
+    start_with_sink(args, Arc::new(writer)).await
 }
 
 pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Running, StartError> {
@@ -216,7 +221,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let proxy = Arc::new(Proxy {
         authn: authn.clone(),
         clusters: registry.clone(),
-        access_log,
+        access_log: access_log.clone(),
         audit: audit.clone(),
         metrics: metrics.clone(),
         opts: ProxyOptions {
@@ -245,7 +250,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
                 .all()
                 .iter()
                 .map(|c| RbacSource {
-                    cluster: c.name.clone(),
+                    cluster: c.name.to_string(),
                     snapshot_age: c.rbac.built_at.load().map(|t| t.elapsed()),
                     objects: c.rbac.counts(),
                 })
@@ -309,6 +314,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
 
     let grace = args.shutdown_grace_period;
     let stop_signal = stop.clone();
+    let log_at_exit = access_log.clone();
     let done = tokio::spawn(async move {
         stop_signal.cancelled().await;
         shutting_down.store(true, Ordering::Release);
@@ -339,6 +345,8 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             }
         }
         background.cancel();
+        // The last access lines are out before the process exits.
+        let _ = tokio::task::spawn_blocking(move || log_at_exit.flush()).await;
         tracing::info!("stopped");
     });
 
@@ -349,6 +357,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         clusters: registry,
         metrics,
         audit_stats,
+        access_log,
         stop,
         done,
     })

@@ -17,11 +17,13 @@ async fn main() -> anyhow::Result<()> {
 
     wait_for_signal().await;
     running.begin_shutdown();
+    let access_log = running.access_log.clone();
     // A second signal means "now": skip the grace period.
     tokio::select! {
         _ = running.wait() => {}
         _ = wait_for_signal() => {
             eprintln!("second signal: exiting immediately");
+            access_log.flush();
             std::process::exit(1);
         }
     }

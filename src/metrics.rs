@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-pub use labels::{Decision, RbacKind, Verb};
+pub use labels::{ClusterLabel, Decision, RbacKind, Verb};
 
 use crate::{audit::webhook::AuditStats, authn::AuthnStats};
 use labels::{ClusterLabels, CodeClass, DurationLabels, ObjectLabels, Phase, RequestLabels};
@@ -76,6 +76,7 @@ pub struct Metrics {
     inflight: Gauge,
     watches: Gauge,
     upgraded: Gauge,
+    unknown_cluster: ClusterLabel,
 }
 
 impl Default for Metrics {
@@ -120,30 +121,31 @@ impl Metrics {
             inflight,
             watches,
             upgraded,
+            unknown_cluster: ClusterLabel::from(UNKNOWN_CLUSTER),
         }
     }
 
-    /// Records a finished request. `cluster` must be a cluster the request was routed to, or
-    /// [`UNKNOWN_CLUSTER`]; `verb` is mapped with [`Verb::from_kube`]; `code` is the status the
-    /// client got (101 for upgrades).
+    /// Records a finished request. `cluster` is the cluster the request was routed to, `None`
+    /// for [`UNKNOWN_CLUSTER`]; `code` is the status the client got (101 for upgrades).
     pub fn request_done(
         &self,
-        cluster: &str,
-        verb: &str,
+        cluster: Option<&ClusterLabel>,
+        verb: Verb,
         code: u16,
         decision: Decision,
         first_byte: Duration,
         total: Duration,
     ) {
-        let mut labels = RequestLabels {
-            cluster: cluster.to_string(),
-            verb: Verb::from_kube(verb),
+        let cluster = cluster.unwrap_or(&self.unknown_cluster);
+        let labels = RequestLabels {
+            cluster: cluster.clone(),
+            verb,
             code_class: CodeClass::of(code),
             decision,
         };
         self.requests.get_or_create(&labels).inc();
         let mut phase = DurationLabels {
-            cluster: std::mem::take(&mut labels.cluster),
+            cluster: labels.cluster,
             phase: Phase::FirstByte,
         };
         self.durations

@@ -251,6 +251,12 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
     );
     assert!(lines.iter().all(|l| !l.contains(&token)), "no token on stdout");
 
+    // Lines are written in batches by a background thread: a burst right before SIGTERM must
+    // still be complete on stdout once the process has exited.
+    for i in 0..25 {
+        let _ = support::client::get(addr, tls.clone(), &format!("/k8s/api/v1/pods?burst={i}"), &[]).await;
+    }
+
     // SIGTERM: the process drains and exits 0 within the grace period.
     let started = Instant::now();
     let _ = Command::new("kill")
@@ -267,6 +273,15 @@ async fn access_lines_go_to_stdout_and_sigterm_shuts_down_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
+    lines.extend(rx.iter());
+    for i in 0..25 {
+        let uri = format!("URI:/k8s/api/v1/pods?burst={i}");
+        assert_eq!(
+            lines.iter().filter(|l| l.ends_with(&uri)).count(),
+            1,
+            "{uri} logged exactly once"
+        );
+    }
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!err.contains(&token), "no token on stderr");

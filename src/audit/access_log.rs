@@ -6,30 +6,18 @@
 //! Differences from the Go proxy, on purpose: IPv6 addresses are printed whole, and control
 //! characters from the request or the token are escaped so one request can never forge a line.
 
-use std::{fmt::Write as _, io::Write as _, net::IpAddr};
+use std::{fmt::Write as _, net::IpAddr};
 
-use time::{OffsetDateTime, format_description::FormatItem, macros::format_description};
+use time::{OffsetDateTime, UtcOffset};
 
 use crate::authn::User;
 
-const TIMESTAMP: &[FormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory][offset_minute]"
-);
-
-/// Where access lines go; stdout in production, a buffer in tests.
+/// Where access lines go: stdout through [`super::line_writer::BufferedWriter`] in production,
+/// a buffer in tests. `line` gets one whole line, newline included.
 pub trait Sink: Send + Sync {
     fn line(&self, line: &str);
-}
-
-pub struct Stdout;
-
-impl Sink for Stdout {
-    fn line(&self, line: &str) {
-        // One write per line, so lines from concurrent requests never interleave.
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.flush();
-    }
+    /// Returns once every line given so far has reached the output.
+    fn flush(&self) {}
 }
 
 /// What the log needs to know about the client side of a request.
@@ -55,6 +43,35 @@ pub struct Extra<'a> {
     pub code: u16,
 }
 
+/// Appends an `AuSuccess` line to `out`.
+pub fn write_success(
+    out: &mut String,
+    format: Format,
+    now: OffsetDateTime,
+    client: &Client<'_>,
+    user: &User,
+    extra: &Extra<'_>,
+) {
+    match format {
+        Format::Text => success_text(out, now, client, user),
+        Format::Json => out.push_str(&json_line(now, "AuSuccess", client, Some(user), extra)),
+    }
+}
+
+/// Appends an `AuFail` line to `out`.
+pub fn write_fail(
+    out: &mut String,
+    format: Format,
+    now: OffsetDateTime,
+    client: &Client<'_>,
+    extra: &Extra<'_>,
+) {
+    match format {
+        Format::Text => fail_text(out, now, client),
+        Format::Json => out.push_str(&json_line(now, "AuFail", client, None, extra)),
+    }
+}
+
 pub fn success(
     format: Format,
     now: OffsetDateTime,
@@ -62,17 +79,15 @@ pub fn success(
     user: &User,
     extra: &Extra<'_>,
 ) -> String {
-    match format {
-        Format::Text => success_line(now, client, user),
-        Format::Json => json_line(now, "AuSuccess", client, Some(user), extra),
-    }
+    let mut s = String::new();
+    write_success(&mut s, format, now, client, user, extra);
+    s
 }
 
 pub fn fail(format: Format, now: OffsetDateTime, client: &Client<'_>, extra: &Extra<'_>) -> String {
-    match format {
-        Format::Text => fail_line(now, client),
-        Format::Json => json_line(now, "AuFail", client, None, extra),
-    }
+    let mut s = String::new();
+    write_fail(&mut s, format, now, client, extra);
+    s
 }
 
 fn json_line(
@@ -103,39 +118,52 @@ fn json_line(
 }
 
 pub fn success_line(now: OffsetDateTime, client: &Client<'_>, user: &User) -> String {
-    let mut s = prefix(now, "AuSuccess", client, true);
+    let mut s = String::new();
+    success_text(&mut s, now, client, user);
+    s
+}
+
+fn success_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>, user: &User) {
+    prefix(s, now, "AuSuccess", client, true);
     s.push_str(" inbound:[");
-    escape_into(&mut s, &user.name);
+    escape_into(s, &user.name);
     s.push_str(" / ");
     for (i, g) in user.token_groups().enumerate() {
         if i > 0 {
             s.push('|');
         }
-        escape_into(&mut s, g);
+        escape_into(s, g);
     }
     s.push_str(" / ");
     for (k, vs) in &user.extra {
-        escape_into(&mut s, k);
+        escape_into(s, k);
         s.push('=');
-        escape_into(&mut s, &vs.join("|"));
+        for (i, v) in vs.iter().enumerate() {
+            if i > 0 {
+                s.push('|');
+            }
+            escape_into(s, v);
+        }
         s.push(' ');
     }
     s.push_str("]\n");
-    s
 }
 
 pub fn fail_line(now: OffsetDateTime, client: &Client<'_>) -> String {
-    let mut s = prefix(now, "AuFail", client, false);
-    s.push('\n');
+    let mut s = String::new();
+    fail_text(&mut s, now, client);
     s
 }
 
-fn prefix(now: OffsetDateTime, word: &str, client: &Client<'_>, filter_xff: bool) -> String {
-    let mut s = String::with_capacity(160 + client.uri.len());
+fn fail_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>) {
+    prefix(s, now, "AuFail", client, false);
+    s.push('\n');
+}
+
+fn prefix(s: &mut String, now: OffsetDateTime, word: &str, client: &Client<'_>, filter_xff: bool) {
+    s.reserve(160 + client.uri.len());
     s.push('[');
-    let _ = now
-        .format_into(&mut FmtAdapter(&mut s), TIMESTAMP)
-        .map_err(|_| s.push_str("0000-00-00T00:00:00+0000"));
+    push_timestamp(s, now);
     let _ = write!(s, "] {word} src:[{} / ", client.ip);
     if let Some(xff) = client.forwarded_for {
         if filter_xff {
@@ -146,36 +174,54 @@ fn prefix(now: OffsetDateTime, word: &str, client: &Client<'_>, filter_xff: bool
                 .map(str::trim)
                 .filter(|e| !e.is_empty() && *e != ip)
                 .collect();
-            escape_into(&mut s, &kept.join(", "));
+            escape_into(s, &kept.join(", "));
         } else {
-            escape_into(&mut s, xff);
+            escape_into(s, xff);
         }
     }
     s.push_str("] URI:");
-    escape_into(&mut s, client.uri);
-    s
+    escape_into(s, client.uri);
+}
+
+/// `2021-11-25T01:05:17+0000` (Go's `2006-01-02T15:04:05-0700`), always in UTC, written digit by
+/// digit: this runs for every request.
+fn push_timestamp(s: &mut String, now: OffsetDateTime) {
+    let t = now.to_offset(UtcOffset::UTC);
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        s.push_str("0000-00-00T00:00:00+0000");
+        return;
+    }
+    let digits = |s: &mut String, v: u32, width: u32| {
+        for i in (0..width).rev() {
+            s.push(char::from(b'0' + (v / 10u32.pow(i) % 10) as u8));
+        }
+    };
+    digits(s, year as u32, 4);
+    s.push('-');
+    digits(s, u8::from(t.month()) as u32, 2);
+    s.push('-');
+    digits(s, t.day() as u32, 2);
+    s.push('T');
+    digits(s, t.hour() as u32, 2);
+    s.push(':');
+    digits(s, t.minute() as u32, 2);
+    s.push(':');
+    digits(s, t.second() as u32, 2);
+    s.push_str("+0000");
 }
 
 fn escape_into(s: &mut String, v: &str) {
+    if !v.chars().any(char::is_control) {
+        s.push_str(v);
+        return;
+    }
     for c in v.chars() {
         if c.is_control() {
             let _ = write!(s, "\\x{:02x}", c as u32);
         } else {
             s.push(c);
         }
-    }
-}
-
-/// `time` formats into `io::Write`; this lets it write straight into the line.
-struct FmtAdapter<'a>(&'a mut String);
-
-impl std::io::Write for FmtAdapter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.push_str(&String::from_utf8_lossy(buf));
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -204,6 +250,25 @@ mod tests {
         assert_eq!(
             success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &user()),
             "[2021-11-25T01:05:17+0000] AuSuccess src:[10.42.0.5 / 10.42.1.3] URI:/k8s/api/v1/namespaces/openunison/pods?limit=500 inbound:[mlbadmin1 / k8s:devops|ops / ]\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_zero_padding() {
+        let c = Client {
+            ip: "10.0.0.1".parse().unwrap(),
+            forwarded_for: None,
+            uri: "/k/x",
+        };
+        let at = |t: OffsetDateTime| fail_line(t, &c)[1..25].to_string();
+        assert_eq!(
+            at(datetime!(2021-11-25 01:05:17 +02:00)),
+            "2021-11-24T23:05:17+0000"
+        );
+        assert_eq!(at(datetime!(0999-01-02 03:04:05 UTC)), "0999-01-02T03:04:05+0000");
+        assert_eq!(
+            at(datetime!(2024-12-31 23:59:59.999 UTC)),
+            "2024-12-31T23:59:59+0000"
         );
     }
 

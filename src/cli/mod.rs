@@ -178,7 +178,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0, help_heading = "Secure Serving")]
     pub http2_max_streams_per_connection: u32,
 
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers (0: no limit).
     #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Secure Serving")]
     pub request_header_timeout: Duration,
 

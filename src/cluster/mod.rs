@@ -19,7 +19,8 @@ pub use rbac::ClusterRbac;
 pub use upstream::{Upstream, UpstreamError, UpstreamOptions};
 
 pub struct Cluster {
-    pub name: String,
+    /// Shared, so metrics and streams can label by it without copying.
+    pub name: Arc<str>,
     pub upstream: Upstream,
     pub rbac: Arc<ClusterRbac>,
     /// Stops this cluster's watches when it is removed or replaced.
@@ -52,14 +53,14 @@ impl Registry {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.all().iter().map(|c| c.name.clone()).collect()
+        self.all().iter().map(|c| c.name.to_string()).collect()
     }
 
     /// Adds or replaces one cluster and starts watching its RBAC.
     pub fn upsert(&self, name: String, upstream: Upstream, client: kube::Client) {
         let stop = self.shutdown.child_token();
         let cluster = Arc::new(Cluster {
-            name: name.clone(),
+            name: Arc::from(name.as_str()),
             upstream,
             rbac: Arc::default(),
             stop: stop.clone(),

@@ -1,7 +1,7 @@
 //! Label values of the proxy's metrics: each an enum, so the set of values is fixed at compile
 //! time whatever clients send.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 
@@ -58,6 +58,17 @@ impl Verb {
             "delete" => Verb::Delete,
             "deletecollection" => Verb::DeleteCollection,
             "proxy" => Verb::Proxy,
+            _ => Verb::Other,
+        }
+    }
+
+    /// The verb of a request not yet parsed (or not parseable): the lowercase method, mapped as
+    /// [`Verb::from_kube`] would map it, without building the lowercase string.
+    pub fn from_method(method: &http::Method) -> Verb {
+        match *method {
+            http::Method::GET => Verb::Get,
+            http::Method::DELETE => Verb::Delete,
+            http::Method::PATCH => Verb::Patch,
             _ => Verb::Other,
         }
     }
@@ -158,9 +169,38 @@ macro_rules! label_value {
 }
 label_value!(Decision, Verb, RbacKind, CodeClass, Phase);
 
+/// A cluster name as a label value, shared: recording a request clones a pointer instead of
+/// copying the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterLabel(Arc<str>);
+
+impl ClusterLabel {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Arc<str>> for ClusterLabel {
+    fn from(name: Arc<str>) -> Self {
+        ClusterLabel(name)
+    }
+}
+
+impl From<&str> for ClusterLabel {
+    fn from(name: &str) -> Self {
+        ClusterLabel(Arc::from(name))
+    }
+}
+
+impl EncodeLabelValue for ClusterLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        self.as_str().encode(encoder)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct RequestLabels {
-    pub(super) cluster: String,
+    pub(super) cluster: ClusterLabel,
     pub(super) verb: Verb,
     pub(super) code_class: CodeClass,
     pub(super) decision: Decision,
@@ -168,7 +208,7 @@ pub(super) struct RequestLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct DurationLabels {
-    pub(super) cluster: String,
+    pub(super) cluster: ClusterLabel,
     pub(super) phase: Phase,
 }
 

@@ -4,6 +4,12 @@ use super::*;
 
 const MS: Duration = Duration::from_millis(1);
 
+/// `request_done` with the label types built from plain strings, as the proxy builds them.
+fn done(m: &Metrics, cluster: &str, verb: &str, code: u16, d: Decision, first: Duration, total: Duration) {
+    let label = (cluster != UNKNOWN_CLUSTER).then(|| ClusterLabel::from(cluster));
+    m.request_done(label.as_ref(), Verb::from_kube(verb), code, d, first, total);
+}
+
 fn has(out: &str, line: &str) {
     assert!(out.lines().any(|l| l == line), "missing line {line:?} in:\n{out}");
 }
@@ -17,10 +23,11 @@ fn series<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
 #[test]
 fn requests_are_counted_by_closed_labels() {
     let m = Metrics::new();
-    m.request_done("c1", "get", 200, Decision::Allow, 2 * MS, 3 * MS);
-    m.request_done("c1", "get", 200, Decision::Allow, MS / 4, 40 * MS);
-    m.request_done("c1", "create", 403, Decision::Deny, MS, MS);
-    m.request_done(
+    done(&m, "c1", "get", 200, Decision::Allow, 2 * MS, 3 * MS);
+    done(&m, "c1", "get", 200, Decision::Allow, MS / 4, 40 * MS);
+    done(&m, "c1", "create", 403, Decision::Deny, MS, MS);
+    done(
+        &m,
         "c2",
         "watch",
         200,
@@ -28,9 +35,18 @@ fn requests_are_counted_by_closed_labels() {
         4 * MS,
         Duration::from_secs(90),
     );
-    m.request_done("c2", "create", 101, Decision::Allow, MS, Duration::from_secs(5));
-    m.request_done(UNKNOWN_CLUSTER, "get", 401, Decision::Unauthenticated, MS, MS);
-    m.request_done(
+    done(
+        &m,
+        "c2",
+        "create",
+        101,
+        Decision::Allow,
+        MS,
+        Duration::from_secs(5),
+    );
+    done(&m, UNKNOWN_CLUSTER, "get", 401, Decision::Unauthenticated, MS, MS);
+    done(
+        &m,
         "c1",
         "list",
         502,
@@ -132,10 +148,10 @@ fn odd_verbs_and_codes_cannot_add_label_values() {
         long.as_str(),
     ];
     for verb in odd {
-        m.request_done("c1", verb, 200, Decision::Allow, MS, MS);
+        done(&m, "c1", verb, 200, Decision::Allow, MS, MS);
     }
     for code in [0, 99, 600, 999, u16::MAX] {
-        m.request_done("c1", "get", code, Decision::Error, MS, MS);
+        done(&m, "c1", "get", code, Decision::Error, MS, MS);
     }
     let out = m.render(&Sources::default());
     has(
@@ -166,6 +182,20 @@ fn odd_verbs_and_codes_cannot_add_label_values() {
         "proxy",
     ] {
         assert_eq!(Verb::from_kube(verb).as_str(), verb);
+    }
+}
+
+#[test]
+fn a_method_maps_as_its_lowercase_name_would() {
+    for m in [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PROPFIND",
+    ] {
+        let method = http::Method::from_bytes(m.as_bytes()).unwrap();
+        assert_eq!(
+            Verb::from_method(&method),
+            Verb::from_kube(&m.to_ascii_lowercase()),
+            "{m}"
+        );
     }
 }
 
@@ -268,7 +298,7 @@ fn sources_are_read_at_scrape_time() {
 #[test]
 fn label_values_are_escaped() {
     let m = Metrics::new();
-    m.request_done("a\"b\\c\nd", "get", 200, Decision::Allow, MS, MS);
+    done(&m, "a\"b\\c\nd", "get", 200, Decision::Allow, MS, MS);
     let out = m.render(&Sources::default());
     has(
         &out,

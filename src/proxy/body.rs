@@ -13,13 +13,14 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::metrics::{Decision, GaugeGuard, Metrics};
+use crate::metrics::{ClusterLabel, Decision, GaugeGuard, Metrics, Verb};
 
 /// Recorded on drop: the request is over however it ended.
 pub struct Finish {
     pub metrics: Arc<Metrics>,
-    pub cluster: String,
-    pub verb: String,
+    /// `None` for a request never routed to a cluster.
+    pub cluster: Option<ClusterLabel>,
+    pub verb: Verb,
     pub code: u16,
     pub decision: Decision,
     pub started: Instant,
@@ -30,8 +31,8 @@ pub struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         self.metrics.request_done(
-            &self.cluster,
-            &self.verb,
+            self.cluster.as_ref(),
+            self.verb,
             self.code,
             self.decision,
             self.first_byte,

@@ -79,7 +79,7 @@ impl Proxy {
                 status::unknown_cluster(route.cluster),
             );
         };
-        ctx.cluster = Some(Arc::from(cluster.name.as_str()));
+        ctx.cluster = Some(metrics::ClusterLabel::from(cluster.name.clone()));
         if headers::has_impersonation(req.headers()) {
             let msg = "impersonation (kubectl --as) is not supported through this proxy";
             return self.fail(
@@ -99,7 +99,7 @@ impl Proxy {
             Ok(info) => info,
             Err(e) => return self.fail(&mut ctx, metrics::Decision::Error, bad_request(&e.to_string())),
         };
-        ctx.verb = info.verb.clone();
+        ctx.verb = metrics::Verb::from_kube(&info.verb);
         if !cluster.rbac.is_ready() {
             let msg = format!(
                 "authorization data of cluster {:?} is not loaded yet",
@@ -162,21 +162,12 @@ impl Proxy {
             .unwrap_or_else(super::record::new_request_id);
         Ctx {
             peer,
-            uri: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-                .to_string(),
-            forwarded_for: req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+            uri: req.uri().path_and_query().cloned(),
+            forwarded_for: req.headers().get("x-forwarded-for").cloned(),
             request_id,
             started: Instant::now(),
             cluster: None,
-            verb: req.method().as_str().to_ascii_lowercase(),
+            verb: metrics::Verb::from_method(req.method()),
             inflight: Some(self.metrics.inflight()),
         }
     }
@@ -287,10 +278,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         headers::clean_request(&mut parts.headers, upgrade);
         if let Some(xff) = headers::forwarded_for(
-            ctx.forwarded_for
-                .as_deref()
-                .and_then(|v| HeaderValue::from_str(v).ok())
-                .as_ref(),
+            ctx.forwarded_for.as_ref(),
             ctx.peer.ip(),
             &self.opts.trusted_proxies,
         ) {

@@ -211,19 +211,15 @@ pub fn forwarded_for(
     peer: IpAddr,
     trusted: &TrustedProxies,
 ) -> Option<HeaderValue> {
-    let peer = canonical(peer).to_string();
+    let peer = canonical(peer);
     let chain = incoming
         .and_then(|v| v.to_str().ok())
-        .filter(|_| trusted.contains(canonical_peer(&peer)));
+        .filter(|_| trusted.contains(peer));
     let value = match chain {
         Some(c) if !c.trim().is_empty() => format!("{}, {peer}", c.trim()),
-        _ => peer,
+        _ => peer.to_string(),
     };
     HeaderValue::from_str(&value).ok()
-}
-
-fn canonical_peer(s: &str) -> IpAddr {
-    s.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 /// Impersonate-User/-Group/-Uid/-Extra-* for the authenticated user (`--impersonate-upstream`),

@@ -1,10 +1,10 @@
 //! The record phase: access line, audit event and metrics for every decision. Nothing here
-//! waits: the access line is one write, the audit event goes to a bounded queue, metrics are
-//! atomics.
+//! waits: the access line is appended to the log writer's buffer, the audit event goes to a
+//! bounded queue, metrics are atomics.
 
-use std::{sync::Arc, time::Instant};
+use std::{cell::RefCell, time::Instant};
 
-use http::{HeaderValue, Response};
+use http::{HeaderValue, Response, uri::PathAndQuery};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use time::OffsetDateTime;
@@ -21,19 +21,21 @@ use crate::{
     },
     authn::User,
     authz::request_info::RequestInfo,
-    metrics::{Decision, GaugeGuard, UNKNOWN_CLUSTER},
+    metrics::{ClusterLabel, Decision, GaugeGuard, Verb},
 };
 
-/// What the record phase needs, captured before the request is taken apart.
+/// What the record phase needs, captured before the request is taken apart. The request's
+/// parts are shared (`Bytes`-backed), not copied.
 pub(super) struct Ctx {
     pub peer: std::net::SocketAddr,
-    pub uri: String,
-    pub forwarded_for: Option<String>,
+    pub uri: Option<PathAndQuery>,
+    pub forwarded_for: Option<HeaderValue>,
     pub request_id: String,
     pub started: Instant,
     /// Set once routing found the cluster (metrics never label an unknown name).
-    pub cluster: Option<Arc<str>>,
-    pub verb: String,
+    pub cluster: Option<ClusterLabel>,
+    /// The method's verb until the request is parsed, then the Kubernetes verb.
+    pub verb: Verb,
     pub inflight: Option<GaugeGuard>,
 }
 
@@ -41,31 +43,55 @@ impl Ctx {
     fn client(&self) -> Client<'_> {
         Client {
             ip: self.peer.ip(),
-            forwarded_for: self.forwarded_for.as_deref(),
-            uri: &self.uri,
+            forwarded_for: self.forwarded_for.as_ref().and_then(|v| v.to_str().ok()),
+            uri: self.uri.as_ref().map_or("/", PathAndQuery::as_str),
         }
     }
 
-    fn cluster_label(&self) -> String {
-        self.cluster.as_deref().unwrap_or(UNKNOWN_CLUSTER).to_string()
+    fn extra(&self, code: u16) -> Extra<'_> {
+        Extra {
+            request_id: &self.request_id,
+            cluster: self.cluster.as_ref().map(ClusterLabel::as_str),
+            code,
+        }
+    }
+}
+
+thread_local! {
+    /// Each worker thread formats its access lines in one reused buffer.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
+/// Formats one access line with `write` and hands it to the sink.
+fn emit(sink: &dyn access_log::Sink, write: impl FnOnce(&mut String)) {
+    let mut write = Some(write);
+    let _ = LINE.try_with(|buf| {
+        if let Ok(mut line) = buf.try_borrow_mut() {
+            line.clear();
+            if let Some(w) = write.take() {
+                w(&mut line);
+            }
+            sink.line(&line);
+            if line.capacity() > 64 * 1024 {
+                *line = String::with_capacity(512);
+            }
+        }
+    });
+    // Only while the thread is being torn down (or re-entered): a fresh buffer.
+    if let Some(w) = write {
+        let mut line = String::new();
+        w(&mut line);
+        sink.line(&line);
     }
 }
 
 impl Proxy {
     pub(super) fn log_success(&self, ctx: &Ctx, user: &User, code: u16) {
-        let extra = Extra {
-            request_id: &ctx.request_id,
-            cluster: ctx.cluster.as_deref(),
-            code,
-        };
-        let line = access_log::success(
-            self.opts.log_format,
-            OffsetDateTime::now_utc(),
-            &ctx.client(),
-            user,
-            &extra,
-        );
-        self.access_log.line(&line);
+        let format = self.opts.log_format;
+        emit(&*self.access_log, |line| {
+            let now = OffsetDateTime::now_utc();
+            access_log::write_success(line, format, now, &ctx.client(), user, &ctx.extra(code));
+        });
     }
 
     /// A refusal or failure made by the proxy itself: AuFail, metrics, and the Status response.
@@ -76,21 +102,14 @@ impl Proxy {
         mut resp: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let code = resp.status().as_u16();
-        let extra = Extra {
-            request_id: &ctx.request_id,
-            cluster: ctx.cluster.as_deref(),
-            code,
-        };
-        let line = access_log::fail(
-            self.opts.log_format,
-            OffsetDateTime::now_utc(),
-            &ctx.client(),
-            &extra,
-        );
-        self.access_log.line(&line);
+        let format = self.opts.log_format;
+        emit(&*self.access_log, |line| {
+            let now = OffsetDateTime::now_utc();
+            access_log::write_fail(line, format, now, &ctx.client(), &ctx.extra(code));
+        });
         let elapsed = ctx.started.elapsed();
         self.metrics
-            .request_done(&ctx.cluster_label(), &ctx.verb, code, decision, elapsed, elapsed);
+            .request_done(ctx.cluster.as_ref(), ctx.verb, code, decision, elapsed, elapsed);
         ctx.inflight.take();
         set_audit_id(&mut resp, &ctx.request_id);
         resp
@@ -100,8 +119,8 @@ impl Proxy {
     pub(super) fn local_success(&self, ctx: &mut Ctx, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
         let elapsed = ctx.started.elapsed();
         self.metrics.request_done(
-            &ctx.cluster_label(),
-            &ctx.verb,
+            ctx.cluster.as_ref(),
+            ctx.verb,
             resp.status().as_u16(),
             Decision::Allow,
             elapsed,
@@ -126,8 +145,8 @@ impl Proxy {
         }
         let finish = Finish {
             metrics: self.metrics.clone(),
-            cluster: ctx.cluster_label(),
-            verb: std::mem::take(&mut ctx.verb),
+            cluster: ctx.cluster.clone(),
+            verb: ctx.verb,
             code: parts.status.as_u16(),
             decision: Decision::Allow,
             started: ctx.started,
@@ -145,13 +164,13 @@ impl Proxy {
         decision: AuditDecision,
         body: Option<(serde_json::Value, Option<&'static str>)>,
     ) {
-        let (Some(audit), Some(cluster)) = (&self.audit, ctx.cluster.as_deref()) else {
+        let (Some(audit), Some(cluster)) = (&self.audit, &ctx.cluster) else {
             return;
         };
         if !info.is_resource_request {
             return;
         }
-        let mut event = AuditEvent::new(cluster, user, info, decision, &ctx.request_id);
+        let mut event = AuditEvent::new(cluster.as_str(), user, info, decision, &ctx.request_id);
         if let Some(b) = body {
             event = event.with_body(b);
         }
@@ -165,10 +184,11 @@ fn set_audit_id(resp: &mut Response<ProxyBody>, id: &str) {
     }
 }
 
-/// 128 random bits as a UUID-shaped string (what kube-apiserver's Audit-ID looks like).
+/// 128 random bits as a UUID-shaped string (what kube-apiserver's Audit-ID looks like), built
+/// in one allocation.
 pub(super) fn new_request_id() -> String {
     let mut b = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
+    if !random_bytes(&mut b) {
         // Without randomness, fall back to time: unique enough for log correlation.
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -178,13 +198,73 @@ pub(super) fn new_request_id() -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(x >> 4)]));
+        id.push(char::from(HEX[usize::from(x & 0x0f)]));
+    }
+    id
+}
+
+/// Random bytes from aws-lc's generator, drawn 512 at a time per thread: one `RAND_bytes` call
+/// costs about a microsecond whatever its size, and this runs for every request.
+fn random_bytes(out: &mut [u8; 16]) -> bool {
+    struct Pool {
+        buf: [u8; 512],
+        used: usize,
+    }
+    thread_local! {
+        static POOL: RefCell<Pool> = const { RefCell::new(Pool { buf: [0; 512], used: 512 }) };
+    }
+    POOL.try_with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return aws_lc_rs::rand::fill(out).is_ok();
+        };
+        if pool.used + out.len() > pool.buf.len() {
+            if aws_lc_rs::rand::fill(&mut pool.buf).is_err() {
+                return false;
+            }
+            pool.used = 0;
+        }
+        let start = pool.used;
+        out.copy_from_slice(&pool.buf[start..start + 16]);
+        // Each byte is handed out once.
+        pool.buf[start..start + 16].fill(0);
+        pool.used += 16;
+        true
+    })
+    .unwrap_or_else(|_| aws_lc_rs::rand::fill(out).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_random_version_4_uuids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        // Across refills of the per-thread pool, no ID repeats.
+        let many: std::collections::HashSet<String> = (0..200).map(|_| new_request_id()).collect();
+        assert_eq!(many.len(), 200);
+        for id in [&a, &b] {
+            let groups: Vec<&str> = id.split('-').collect();
+            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lens, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.chars().all(|c| c == '-' || matches!(c, '0'..='9' | 'a'..='f')),
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "version nibble: {id}");
+            assert!(
+                matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+                "variant: {id}"
+            );
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! switched, bytes are copied both ways until either side closes. The proxy never parses the
 //! framing; authorization already happened on the upgrade request.
 
+use std::sync::Arc;
+
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -19,7 +21,7 @@ pub struct Streams {
 
 impl Streams {
     /// `guard` keeps the open-streams gauge up for as long as the stream lives.
-    pub fn splice(&self, client: OnUpgrade, server: OnUpgrade, cluster: String, guard: GaugeGuard) {
+    pub fn splice(&self, client: OnUpgrade, server: OnUpgrade, cluster: Arc<str>, guard: GaugeGuard) {
         let close = self.close.clone();
         self.tracker.spawn(async move {
             let _guard = guard;

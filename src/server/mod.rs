@@ -36,7 +36,7 @@ impl Builders {
         // Without a timer hyper silently drops the header timeout (slowloris).
         h1.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
+            .header_read_timeout((!opts.header_read_timeout.is_zero()).then_some(opts.header_read_timeout))
             .keep_alive(true);
         let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
         let streams = if opts.http2_max_streams == 0 {
