@@ -5,10 +5,13 @@
 
 mod decode;
 mod field_selector;
+mod short;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
+
+pub use short::ShortStr;
 
 /// The parsed request, field for field kube-apiserver's `RequestInfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,20 +20,20 @@ pub struct RequestInfo {
     /// The percent-decoded URL path (Go's `req.URL.Path`), without the proxy's cluster prefix.
     pub path: String,
     /// Kubernetes verb for resource requests; the lowercase HTTP method otherwise.
-    pub verb: String,
-    pub api_prefix: String,
-    pub api_group: String,
-    pub api_version: String,
-    pub namespace: String,
-    pub resource: String,
-    pub subresource: String,
-    pub name: String,
+    pub verb: ShortStr,
+    pub api_prefix: ShortStr,
+    pub api_group: ShortStr,
+    pub api_version: ShortStr,
+    pub namespace: ShortStr,
+    pub resource: ShortStr,
+    pub subresource: ShortStr,
+    pub name: ShortStr,
     /// Path segments from the resource on: `resource/name/subresource/...`.
-    pub parts: Vec<String>,
+    pub parts: Vec<ShortStr>,
     /// The `fieldSelector` query value, only for list, watch and deletecollection.
-    pub field_selector: String,
+    pub field_selector: ShortStr,
     /// The `labelSelector` query value, only for list, watch and deletecollection.
-    pub label_selector: String,
+    pub label_selector: ShortStr,
 }
 
 /// Why a request has no `RequestInfo`.
@@ -82,7 +85,7 @@ impl RequestInfo {
     ) -> Result<Self, RequestInfoError> {
         let path = decode::path(raw_path)?;
         let mut info = RequestInfo {
-            verb: method.to_ascii_lowercase(),
+            verb: lowercase_method(method),
             ..RequestInfo::default()
         };
         let segments = split_path(&path);
@@ -92,7 +95,7 @@ impl RequestInfo {
             && info.resource == "pods"
             && STREAM_SUBRESOURCES.contains(&info.subresource.as_str())
         {
-            info.verb = "create".to_owned();
+            info.verb = "create".into();
         }
         info.path = path;
         Ok(info)
@@ -114,7 +117,7 @@ fn parse_segments(
         return Ok(());
     }
     // kube sets the prefix before it knows the request is a resource request.
-    info.api_prefix = (*prefix).to_owned();
+    info.api_prefix = (*prefix).into();
     let mut rest = rest;
     if *prefix != "api" {
         let [group, after @ ..] = rest else {
@@ -123,14 +126,14 @@ fn parse_segments(
         if rest.len() < 3 {
             return Ok(());
         }
-        info.api_group = (*group).to_owned();
+        info.api_group = (*group).into();
         rest = after;
     }
     let [version, after @ ..] = rest else {
         return Ok(());
     };
     info.is_resource_request = true;
-    info.api_version = (*version).to_owned();
+    info.api_version = (*version).into();
     let mut rest = after;
 
     let mut verb_via_path_prefix = false;
@@ -156,22 +159,22 @@ fn parse_segments(
     if rest.first() == Some(&"namespaces")
         && let Some(namespace) = rest.get(1)
     {
-        info.namespace = (*namespace).to_owned();
+        info.namespace = (*namespace).into();
         if rest.get(2).is_some_and(|s| !NAMESPACE_SUBRESOURCES.contains(s)) {
             rest = &rest[2..];
         }
     }
 
-    info.parts = rest.iter().map(|s| (*s).to_owned()).collect();
+    info.parts = rest.iter().map(|s| ShortStr::from(*s)).collect();
     let mut name = "";
     if rest.len() >= 3 && verb != "proxy" {
-        info.subresource = rest[2].to_owned();
+        info.subresource = rest[2].into();
     }
     if rest.len() >= 2 {
         name = rest[1];
     }
     if let Some(resource) = rest.first() {
-        info.resource = (*resource).to_owned();
+        info.resource = (*resource).into();
     }
 
     let mut selector_name = None;
@@ -189,12 +192,29 @@ fn parse_segments(
         verb = "deletecollection";
     }
     if !verb_via_path_prefix && VERBS_WITH_SELECTORS.contains(&verb) {
-        info.field_selector = decode::query_first_lossy(query, "fieldSelector");
-        info.label_selector = decode::query_first_lossy(query, "labelSelector");
+        info.field_selector = decode::query_first_lossy(query, "fieldSelector").into();
+        info.label_selector = decode::query_first_lossy(query, "labelSelector").into();
     }
-    info.name = selector_name.unwrap_or_else(|| name.to_owned());
-    info.verb = verb.to_owned();
+    info.name = selector_name.map_or_else(|| name.into(), ShortStr::from);
+    info.verb = verb.into();
     Ok(())
+}
+
+/// The lowercase method, without building a String for the usual (uppercase ASCII) ones.
+fn lowercase_method(method: &str) -> ShortStr {
+    if method.len() <= 30 && !method.bytes().any(|b| b.is_ascii_uppercase()) {
+        return method.into();
+    }
+    let mut buf = [0u8; 30];
+    if method.len() <= buf.len() {
+        for (d, s) in buf.iter_mut().zip(method.bytes()) {
+            *d = s.to_ascii_lowercase();
+        }
+        if let Ok(lower) = std::str::from_utf8(&buf[..method.len()]) {
+            return lower.into();
+        }
+    }
+    method.to_ascii_lowercase().into()
 }
 
 /// Go's `splitPath`: trim slashes at both ends, split on `/`, keep inner empty segments.

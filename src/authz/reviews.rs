@@ -233,24 +233,24 @@ fn access_request(kind: SelfReview, spec: &AccessReviewSpec) -> Result<RequestIn
     match (&spec.resource_attributes, &spec.non_resource_attributes) {
         (Some(a), None) => Ok(RequestInfo {
             is_resource_request: true,
-            verb: a.verb.clone(),
-            api_group: a.group.clone(),
+            verb: a.verb.as_str().into(),
+            api_group: a.group.as_str().into(),
             // An empty version matches all versions; RBAC does not look at versions anyway.
             api_version: if a.version.is_empty() {
-                "*".to_owned()
+                "*".into()
             } else {
-                a.version.clone()
+                a.version.as_str().into()
             },
-            namespace: a.namespace.clone(),
-            resource: a.resource.clone(),
-            subresource: a.subresource.clone(),
-            name: a.name.clone(),
+            namespace: a.namespace.as_str().into(),
+            resource: a.resource.as_str().into(),
+            subresource: a.subresource.as_str().into(),
+            name: a.name.as_str().into(),
             ..RequestInfo::default()
         }),
         (None, Some(a)) => Ok(RequestInfo {
             is_resource_request: false,
             path: a.path.clone(),
-            verb: a.verb.clone(),
+            verb: a.verb.as_str().into(),
             ..RequestInfo::default()
         }),
         _ => Err(ReviewError::Invalid(format!(

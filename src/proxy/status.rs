@@ -66,10 +66,10 @@ pub fn forbidden(user: &str, info: &RequestInfo) -> Response<ProxyBody> {
     let details = if info.is_resource_request {
         let mut d = serde_json::json!({ "kind": info.resource });
         if !info.api_group.is_empty() {
-            d["group"] = info.api_group.clone().into();
+            d["group"] = info.api_group.as_str().into();
         }
         if !info.name.is_empty() {
-            d["name"] = info.name.clone().into();
+            d["name"] = info.name.as_str().into();
         }
         Some(d)
     } else {

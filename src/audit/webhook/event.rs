@@ -79,17 +79,17 @@ impl AuditEvent {
             extra: user.extra.clone(),
             is_resource_request: info.is_resource_request,
             request_path: info.path.clone(),
-            verb: info.verb.clone(),
-            api_prefix: info.api_prefix.clone(),
-            api_group: info.api_group.clone(),
-            api_version: info.api_version.clone(),
-            namespace: info.namespace.clone(),
-            resource: info.resource.clone(),
-            sub_resource: info.subresource.clone(),
-            name: info.name.clone(),
-            parts: info.parts.clone(),
-            field_selector: info.field_selector.clone(),
-            label_selector: info.label_selector.clone(),
+            verb: info.verb.to_string(),
+            api_prefix: info.api_prefix.to_string(),
+            api_group: info.api_group.to_string(),
+            api_version: info.api_version.to_string(),
+            namespace: info.namespace.to_string(),
+            resource: info.resource.to_string(),
+            sub_resource: info.subresource.to_string(),
+            name: info.name.to_string(),
+            parts: info.parts.iter().map(ToString::to_string).collect(),
+            field_selector: info.field_selector.to_string(),
+            label_selector: info.label_selector.to_string(),
             request_body: empty_object(),
             decision,
             request_id: request_id.to_string(),
@@ -185,6 +185,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::authz::request_info::ShortStr;
 
     const LIMIT: usize = 64;
 
@@ -281,15 +282,15 @@ mod tests {
             path: "/api/v1/namespaces/ns1/pods/p1/log".into(),
             verb: "get".into(),
             api_prefix: "api".into(),
-            api_group: String::new(),
+            api_group: ShortStr::new(),
             api_version: "v1".into(),
             namespace: "ns1".into(),
             resource: "pods".into(),
             subresource: "log".into(),
             name: "p1".into(),
             parts: vec!["pods".into(), "p1".into(), "log".into()],
-            field_selector: String::new(),
-            label_selector: String::new(),
+            field_selector: ShortStr::new(),
+            label_selector: ShortStr::new(),
         }
     }
 

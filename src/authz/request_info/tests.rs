@@ -99,7 +99,7 @@ fn resource_requests() {
             info.resource.as_str(),
             info.subresource.as_str(),
             info.name.as_str(),
-            info.parts.iter().map(String::as_str).collect::<Vec<_>>(),
+            info.parts.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         );
         let want = (
             true,
@@ -144,8 +144,8 @@ fn non_resource_requests() {
         let info = parse(method, url);
         let want = RequestInfo {
             path: path.to_owned(),
-            verb: verb.to_owned(),
-            api_prefix: prefix.to_owned(),
+            verb: verb.into(),
+            api_prefix: prefix.into(),
             ..RequestInfo::default()
         };
         assert_eq!(info, want, "{method} {url}");
