@@ -14,7 +14,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use futures_util::{TryFutureExt, future};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -26,11 +27,27 @@ use kube::{
     client::ConfigExt,
     config::{KubeConfigOptions, Kubeconfig},
 };
+use secrecy::ExposeSecret;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 
 /// Request bodies sent upstream: the client's own body, streamed, or one the proxy made.
 pub type UpBody = Either<Incoming, Full<Bytes>>;
 type UpService = BoxCloneSyncService<Request<UpBody>, Response<Incoming>, BoxError>;
+type HyperClient = Client<TimedConnect<hyper_rustls::HttpsConnector<HttpConnector>>, UpBody>;
+
+/// How a request reaches the API server.
+enum Sender {
+    /// Credentials that never change (client certificate, inline bearer token) and no extra
+    /// headers: the hyper client is called directly, without kube's tower layers (two boxed
+    /// futures and a service clone per request).
+    Direct {
+        client: Box<HyperClient>,
+        authorization: Option<HeaderValue>,
+    },
+    /// Exec plugins, auth providers, token files, basic auth, kubeconfig impersonation: kube's
+    /// own layers, which refresh and add what is needed.
+    Layered(UpService),
+}
 
 /// Timeouts towards API servers (`--upstream-*`).
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +86,7 @@ pub struct Upstream {
     scheme_authority: String,
     /// The server URL's path without a trailing slash (e.g. Rancher's `/k8s/clusters/c-x`).
     path_prefix: String,
-    service: UpService,
+    sender: Sender,
     header_timeout: Duration,
     /// The server URL, for logs.
     pub server: String,
@@ -139,20 +156,29 @@ impl Upstream {
             inner: https,
             limit: opts.connect_timeout + opts.tls_handshake_timeout,
         };
-        let client: Client<_, UpBody> = Client::builder(TokioExecutor::new())
+        let client: HyperClient = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .build(connector);
-        let stack = ServiceBuilder::new()
-            .layer(config.extra_headers_layer().map_err(kube_err)?)
-            .option_layer(config.auth_layer().map_err(kube_err)?)
-            .service(ServiceExt::<Request<UpBody>>::map_err(client, box_error));
+        let sender = match static_authorization(config)? {
+            Some(authorization) => Sender::Direct {
+                client: Box::new(client),
+                authorization,
+            },
+            None => {
+                let stack = ServiceBuilder::new()
+                    .layer(config.extra_headers_layer().map_err(kube_err)?)
+                    .option_layer(config.auth_layer().map_err(kube_err)?)
+                    .service(ServiceExt::<Request<UpBody>>::map_err(client, box_error));
+                Sender::Layered(BoxCloneSyncService::new(stack))
+            }
+        };
         Ok(Upstream {
             scheme_authority: format!("{scheme}://{authority}"),
             path_prefix: url.path().trim_end_matches('/').to_string(),
-            service: BoxCloneSyncService::new(stack),
+            sender,
             header_timeout: opts.response_header_timeout,
             server: url.to_string(),
         })
@@ -175,8 +201,20 @@ impl Upstream {
 
     /// Sends one request. Only the wait for response headers is limited; the body streams for as
     /// long as the API server keeps it open.
-    pub async fn send(&self, req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let call = self.service.clone().oneshot(req);
+    pub async fn send(&self, mut req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let call = match &self.sender {
+            Sender::Direct {
+                client,
+                authorization,
+            } => {
+                if let Some(value) = authorization {
+                    req.headers_mut()
+                        .insert(http::header::AUTHORIZATION, value.clone());
+                }
+                future::Either::Left(client.request(req).map_err(box_error))
+            }
+            Sender::Layered(service) => future::Either::Right(service.clone().oneshot(req)),
+        };
         let result = if self.header_timeout.is_zero() {
             call.await
         } else {
@@ -187,6 +225,31 @@ impl Upstream {
         };
         result.map_err(classify)
     }
+}
+
+/// `Some(header)` when the kubeconfig's credentials are static and need no kube layer: the
+/// `Authorization` value of an inline token (`Some(None)` with a client certificate only), as
+/// kube's `AddAuthorizationLayer` would send it. `None` when kube's layers are needed.
+fn static_authorization(config: &Config) -> Result<Option<Option<HeaderValue>>, UpstreamError> {
+    let a = &config.auth_info;
+    let dynamic = a.auth_provider.is_some()
+        || a.exec.is_some()
+        || (a.username.is_some() && a.password.is_some())
+        || (a.token.is_none() && a.token_file.is_some());
+    let extra_headers = !config.headers.is_empty()
+        || a.impersonate.is_some()
+        || a.impersonate_uid.is_some()
+        || a.impersonate_groups.is_some();
+    if dynamic || extra_headers {
+        return Ok(None);
+    }
+    let Some(token) = &a.token else {
+        return Ok(Some(None));
+    };
+    let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
+        .map_err(|_| UpstreamError::Kubeconfig("the user's token is not a valid header value".into()))?;
+    value.set_sensitive(true);
+    Ok(Some(Some(value)))
 }
 
 fn box_error(e: hyper_util::client::legacy::Error) -> BoxError {
@@ -259,5 +322,84 @@ where
                 Err(_) => Err(Box::new(ConnectTimeout(limit)) as BoxError),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::config::AuthInfo;
+
+    use super::*;
+
+    fn config(auth_info: AuthInfo) -> Config {
+        let mut c = Config::new("https://127.0.0.1:6443".parse().unwrap());
+        c.auth_info = auth_info;
+        c
+    }
+
+    #[test]
+    fn only_static_credentials_skip_kube_layers() {
+        let token = AuthInfo {
+            token: Some("abc".to_string().into()),
+            ..Default::default()
+        };
+        let header = static_authorization(&config(token.clone()))
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(header, "Bearer abc");
+        assert!(header.is_sensitive(), "the token never shows in debug output");
+
+        // A client certificate alone lives in the TLS connector: no header at all.
+        let cert_only = AuthInfo {
+            client_certificate: Some("/c.crt".into()),
+            client_key: Some("/c.key".into()),
+            ..Default::default()
+        };
+        assert!(matches!(static_authorization(&config(cert_only)), Ok(Some(None))));
+
+        // An inline token wins over a token file, as in kube and client-go.
+        let both = AuthInfo {
+            token_file: Some("/t".into()),
+            ..token.clone()
+        };
+        assert!(matches!(static_authorization(&config(both)), Ok(Some(Some(_)))));
+
+        // Anything that changes over time or adds headers goes through kube's layers.
+        let layered = [
+            AuthInfo {
+                token_file: Some("/var/run/secrets/token".into()),
+                ..Default::default()
+            },
+            AuthInfo {
+                exec: Some(serde_json::from_value(serde_json::json!({"command": "x"})).unwrap()),
+                ..Default::default()
+            },
+            AuthInfo {
+                username: Some("u".into()),
+                password: Some("p".to_string().into()),
+                ..Default::default()
+            },
+            AuthInfo {
+                impersonate: Some("someone".into()),
+                ..token.clone()
+            },
+            AuthInfo {
+                impersonate_groups: Some(vec!["g".into()]),
+                ..token.clone()
+            },
+        ];
+        for a in layered {
+            assert!(
+                matches!(static_authorization(&config(a.clone())), Ok(None)),
+                "{a:?}"
+            );
+        }
+        let mut with_headers = config(token);
+        with_headers.headers.push((
+            http::HeaderName::from_static("x-extra"),
+            HeaderValue::from_static("1"),
+        ));
+        assert!(matches!(static_authorization(&with_headers), Ok(None)));
     }
 }
