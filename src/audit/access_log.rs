@@ -212,7 +212,9 @@ fn push_timestamp(s: &mut String, now: OffsetDateTime) {
 }
 
 fn escape_into(s: &mut String, v: &str) {
-    if !v.chars().any(char::is_control) {
+    // Control characters are C0, DEL and C1; every C1 character is encoded as 0xC2 0x80..0x9F,
+    // so text without these bytes needs no per-character look.
+    if !v.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
         s.push_str(v);
         return;
     }
@@ -340,7 +342,7 @@ mod tests {
     #[test]
     fn extras_and_injection() {
         let mut u = user();
-        u.name = "eve\n[2021] AuSuccess".into();
+        u.name = "eve\n[2021] AuSuccess\u{85}é\u{a0}".into();
         u.extra.insert("scopes".into(), vec!["a".into(), "b".into()]);
         let c = Client {
             ip: "127.0.0.1".parse().unwrap(),
@@ -350,7 +352,7 @@ mod tests {
         let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         assert!(
-            line.ends_with("inbound:[eve\\x0a[2021] AuSuccess / k8s:devops|ops / scopes=a|b ]\n"),
+            line.ends_with("inbound:[eve\\x0a[2021] AuSuccess\\x85é\u{a0} / k8s:devops|ops / scopes=a|b ]\n"),
             "{line}"
         );
     }

@@ -1,5 +1,6 @@
 //! Access lines leave the request path through a buffer: a request appends its line under a
-//! short lock, and one writer thread hands whole batches to the output. Under load that is one
+//! short lock (one of several buffers, chosen per thread, so workers do not contend), and one
+//! writer thread hands whole batches to the output. Under load that is one
 //! `write` per batch instead of one blocking `write` (and a contended stdout lock) per request;
 //! an idle proxy's writer sleeps until a line arrives.
 //!
@@ -10,7 +11,7 @@ use std::{
     io::Write,
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::{self, JoinHandle, Thread},
     time::Duration,
@@ -23,30 +24,47 @@ use super::access_log::Sink;
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// The buffer a slow output may fill before requests wait for it (about 40,000 lines).
 const DEFAULT_CAP: usize = 8 << 20;
+/// Appending threads spread over this many buffers, so two workers rarely wait for each other.
+const SHARDS: usize = 8;
 
-struct State {
-    buf: Vec<u8>,
+/// Lines of concurrent requests land in different shards; each thread always uses the same one,
+/// so its own lines stay in order.
+fn my_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.try_with(|s| *s).unwrap_or(0)
+}
+
+/// Progress of the writer, for appenders that wait on a full buffer and for `flush`.
+struct Control {
     /// Set by `close`: the writer drains what is left and exits.
     closed: bool,
-    /// Batches handed to the output, so `flush` knows when its lines are out.
-    written: u64,
+    /// Batches taken from the shards, and batches handed to the output.
     taken: u64,
+    written: u64,
 }
 
 struct Shared {
-    state: Mutex<State>,
-    /// Signalled when the writer has taken or written a batch (for full buffers and flushes).
+    shards: Vec<Mutex<Vec<u8>>>,
+    control: Mutex<Control>,
+    /// Signalled when the writer has taken or written a batch.
     progress: Condvar,
     /// The writer is parked waiting for a line; the next appender wakes it.
     idle: AtomicBool,
-    cap: usize,
+    shard_cap: usize,
+}
+
+/// A panic while a lock is held cannot leave a buffer or counter inconsistent (appends are
+/// whole), so a poisoned lock is used as it is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the buffer inconsistent (appends are
-        // whole), so a poisoned lock is used as it is.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn pending(&self) -> bool {
+        self.shards.iter().any(|s| !lock(s).is_empty())
     }
 }
 
@@ -63,17 +81,18 @@ impl BufferedWriter {
         Self::new(std::io::stdout(), DEFAULT_CAP)
     }
 
+    /// `cap` bounds the bytes waiting to be written; appenders wait beyond it.
     pub fn new<W: Write + Send + 'static>(out: W, cap: usize) -> std::io::Result<BufferedWriter> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                buf: Vec::with_capacity(64 * 1024),
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            control: Mutex::new(Control {
                 closed: false,
-                written: 0,
                 taken: 0,
+                written: 0,
             }),
             progress: Condvar::new(),
             idle: AtomicBool::new(false),
-            cap: cap.max(1),
+            shard_cap: (cap / SHARDS).max(1),
         });
         let for_thread = shared.clone();
         let handle = thread::Builder::new()
@@ -94,10 +113,9 @@ impl BufferedWriter {
 
     /// Stops the writer after it has written everything appended so far.
     pub fn close(&self) {
-        self.shared.lock().closed = true;
+        lock(&self.shared.control).closed = true;
         self.thread.unpark();
-        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
+        if let Some(h) = lock(&self.handle).take() {
             let _ = h.join();
         }
     }
@@ -105,37 +123,56 @@ impl BufferedWriter {
 
 impl Sink for BufferedWriter {
     fn line(&self, line: &str) {
-        let mut st = self.shared.lock();
-        while st.buf.len() >= self.shared.cap && !st.closed {
-            // The output is behind: wait for the writer rather than lose the line.
-            self.wake();
-            st = self.shared.progress.wait(st).unwrap_or_else(|e| e.into_inner());
+        let shard = &self.shared.shards[my_shard()];
+        loop {
+            let mut buf = lock(shard);
+            if buf.len() < self.shared.shard_cap {
+                buf.extend_from_slice(line.as_bytes());
+                drop(buf);
+                self.wake();
+                return;
+            }
+            drop(buf);
+            // The output is behind: wait for the writer to take a batch rather than lose the line.
+            let mut ctl = lock(&self.shared.control);
+            if ctl.closed {
+                // After shutdown nothing reads the buffers any more: write directly.
+                drop(ctl);
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(line.as_bytes());
+                let _ = out.flush();
+                return;
+            }
+            let seen = ctl.taken;
+            self.shared.idle.store(false, Ordering::SeqCst);
+            self.thread.unpark();
+            while ctl.taken == seen && !ctl.closed {
+                ctl = self.shared.progress.wait(ctl).unwrap_or_else(|e| e.into_inner());
+            }
         }
-        if st.closed {
-            // After shutdown nothing reads the buffer any more: write directly.
-            drop(st);
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(line.as_bytes());
-            let _ = out.flush();
-            return;
-        }
-        st.buf.extend_from_slice(line.as_bytes());
-        drop(st);
-        self.wake();
     }
 
     /// Returns once every line appended before the call has been handed to the output.
     fn flush(&self) {
-        let mut st = self.shared.lock();
-        if st.buf.is_empty() && st.written == st.taken {
+        // The writer takes batches with the control lock held (lock order: control, then a
+        // shard), so what is pending and what was taken are seen consistently here.
+        let mut ctl = lock(&self.shared.control);
+        // Our lines are in the next batch taken, or in the one being written now.
+        let target = if self.shared.pending() {
+            ctl.taken + 1
+        } else {
+            ctl.taken
+        };
+        if ctl.written >= target {
             return;
         }
-        // The batch holding our lines is the next one taken (or the one being written).
-        let target = if st.buf.is_empty() { st.taken } else { st.taken + 1 };
         self.shared.idle.store(false, Ordering::SeqCst);
         self.thread.unpark();
-        while st.written < target && !(st.closed && st.buf.is_empty() && st.written == st.taken) {
-            st = self.shared.progress.wait(st).unwrap_or_else(|e| e.into_inner());
+        while ctl.written < target {
+            if ctl.closed && ctl.taken == ctl.written && !self.shared.pending() {
+                return;
+            }
+            ctl = self.shared.progress.wait(ctl).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -147,25 +184,38 @@ impl Drop for BufferedWriter {
 }
 
 fn run<W: Write>(shared: &Shared, mut out: W) {
-    let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
-        let mut st = shared.lock();
-        if st.buf.is_empty() {
-            if st.closed {
+        let closed = {
+            let mut ctl = lock(&shared.control);
+            for shard in &shared.shards {
+                let mut buf = lock(shard);
+                batch.extend_from_slice(&buf);
+                buf.clear();
+                if buf.capacity() > 1024 * 1024 {
+                    // Do not keep a burst's worth of memory forever.
+                    *buf = Vec::new();
+                }
+            }
+            if !batch.is_empty() {
+                ctl.taken += 1;
+            }
+            ctl.closed
+        };
+        if batch.is_empty() {
+            if closed {
+                shared.progress.notify_all();
                 return;
             }
-            // Publish "idle" and re-check under the lock: an appender either sees the flag and
-            // wakes us, or appended before our check and we see its line.
+            // Publish "idle", then look again: an appender either sees the flag and wakes us,
+            // or appended before our look and we see its line.
             shared.idle.store(true, Ordering::SeqCst);
-            drop(st);
-            thread::park();
+            if !shared.pending() && !lock(&shared.control).closed {
+                thread::park();
+            }
             shared.idle.store(false, Ordering::SeqCst);
             continue;
         }
-        let mut batch = std::mem::replace(&mut st.buf, std::mem::take(&mut spare));
-        st.taken += 1;
-        let closed = st.closed;
-        drop(st);
         shared.progress.notify_all();
 
         // A failing output (closed pipe, full disk) must not stop the proxy; lines are lost
@@ -173,11 +223,9 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
         if batch.capacity() > 4 * 1024 * 1024 {
-            // Do not keep a burst's worth of memory forever.
             batch = Vec::with_capacity(64 * 1024);
         }
-        spare = batch;
-        shared.lock().written += 1;
+        lock(&shared.control).written += 1;
         shared.progress.notify_all();
         if !closed {
             thread::sleep(BATCH_WINDOW);
@@ -228,7 +276,7 @@ mod tests {
     fn concurrent_lines_stay_whole_and_none_is_lost() {
         let m = Mem::default();
         // A tiny cap makes appenders wait for the writer over and over.
-        let w = Arc::new(BufferedWriter::new(m.clone(), 64).unwrap());
+        let w = Arc::new(BufferedWriter::new(m.clone(), 512).unwrap());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let w = w.clone();
