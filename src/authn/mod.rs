@@ -8,7 +8,6 @@ pub mod keys;
 pub mod user;
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -17,7 +16,8 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -109,7 +109,8 @@ pub struct AuthnStats {
 pub struct Authenticator {
     cfg: OidcConfig,
     client: IssuerClient,
-    validations: HashMap<Algorithm, Validation>,
+    /// `--oidc-signing-algs`: a token's header must name one of these.
+    algorithms: Vec<Algorithm>,
     keys: ArcSwap<KeySet>,
     jwks_uri: ArcSwap<Option<String>>,
     ready: AtomicBool,
@@ -131,23 +132,11 @@ impl Authenticator {
             return Err(AuthnError::Config("--oidc-client-id is required".into()));
         }
         let client = IssuerClient::new(&cfg.issuer_url, cfg.ca_pem.as_deref())?;
-        let validations = cfg
-            .signing_algs
-            .iter()
-            .map(|alg| {
-                let mut v = Validation::new(*alg);
-                v.set_issuer(&[&cfg.issuer_url]);
-                v.set_audience(&[&cfg.client_id]);
-                v.validate_nbf = true;
-                v.leeway = LEEWAY_SECS;
-                v.required_spec_claims = ["exp", "iss", "aud"].iter().map(|s| s.to_string()).collect();
-                (*alg, v)
-            })
-            .collect();
+        let algorithms = cfg.signing_algs.clone();
         Ok(Arc::new(Authenticator {
             cache: TokenCache::new(cfg.cache_size),
             client,
-            validations,
+            algorithms,
             keys: ArcSwap::from_pointee(KeySet::default()),
             jwks_uri: ArcSwap::from_pointee(None),
             ready: AtomicBool::new(false),
@@ -184,27 +173,77 @@ impl Authenticator {
             return Err(AuthnError::NotReady);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
-        let validation = self
-            .validations
-            .get(&header.alg)
-            .ok_or_else(|| AuthnError::Algorithm(format!("{:?}", header.alg)))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(AuthnError::Algorithm(format!("{:?}", header.alg)));
+        }
         if let Some(kid) = header.kid.as_deref()
             && !self.keys.load().has_kid(kid)
         {
             self.refetch_for_unknown_kid(kid).await;
         }
+        // The signature covers `header.payload` exactly as sent.
+        let (message, signature) = token.rsplit_once('.').ok_or(AuthnError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| AuthnError::Malformed)?;
         let keys = self.keys.load();
-        let mut last_err = AuthnError::UnknownKey;
-        for key in keys.candidates(header.kid.as_deref(), header.alg) {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return self.accept(data.claims),
-                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {
-                    last_err = AuthnError::Invalid("signature does not verify".into());
-                }
-                Err(e) => return Err(AuthnError::Invalid(e.to_string())),
-            }
+        let mut candidates = keys.candidates(header.kid.as_deref(), header.alg).peekable();
+        if candidates.peek().is_none() {
+            return Err(AuthnError::UnknownKey);
         }
-        Err(last_err)
+        if !candidates.any(|k| k.verifies(header.alg, message.as_bytes(), &signature)) {
+            return Err(AuthnError::Invalid("signature does not verify".into()));
+        }
+        // Only a verified payload is parsed.
+        let claims = message
+            .split_once('.')
+            .and_then(|(_, payload)| URL_SAFE_NO_PAD.decode(payload).ok())
+            .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+            .ok_or(AuthnError::Malformed)?;
+        self.check_registered_claims(&claims)?;
+        self.accept(claims)
+    }
+
+    /// `exp`, `nbf`, `iss` and `aud` as kube-apiserver checks them: `exp`, `iss` and `aud` are
+    /// required, times are JSON numbers compared with [`LEEWAY_SECS`] of clock skew, `aud` is a
+    /// string or a list of strings that must hold the client ID.
+    fn check_registered_claims(&self, c: &Map<String, Value>) -> Result<(), AuthnError> {
+        let invalid = |why: &str| Err(AuthnError::Invalid(why.to_string()));
+        let now = unix_now() as f64;
+        let leeway = LEEWAY_SECS as f64;
+        match c.get("exp").map(Value::as_f64) {
+            None => return invalid("token has no exp claim"),
+            Some(None) => return invalid("exp is not a number"),
+            Some(Some(exp)) if exp < now - leeway => return invalid("token has expired"),
+            Some(Some(_)) => {}
+        }
+        match c.get("nbf").map(Value::as_f64) {
+            Some(None) => return invalid("nbf is not a number"),
+            Some(Some(nbf)) if nbf > now + leeway => return invalid("token is not valid yet"),
+            _ => {}
+        }
+        match c.get("iss") {
+            Some(Value::String(iss)) if *iss == self.cfg.issuer_url => {}
+            Some(Value::String(_)) => return invalid("token is from another issuer"),
+            Some(_) => return invalid("iss is not a string"),
+            None => return invalid("token has no iss claim"),
+        }
+        let audiences: Vec<&str> = match c.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(list)) => {
+                let strings: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+                if strings.len() != list.len() {
+                    return invalid("aud holds something other than strings");
+                }
+                strings
+            }
+            Some(_) => return invalid("aud is not a string or a list"),
+            None => return invalid("token has no aud claim"),
+        };
+        if !audiences.contains(&self.cfg.client_id.as_str()) {
+            return invalid("token is for another audience");
+        }
+        Ok(())
     }
 
     fn accept(&self, claims: Map<String, Value>) -> Result<(User, u64), AuthnError> {
@@ -327,5 +366,63 @@ mod tests {
             assert!(parse_signing_algs(&[bad.into()]).is_err(), "{bad}");
         }
         assert!(parse_signing_algs(&[]).is_err());
+    }
+
+    #[test]
+    fn registered_claims_follow_kube_apiserver() {
+        let a = Authenticator::new(OidcConfig {
+            issuer_url: "https://issuer.example".into(),
+            client_id: "kube".into(),
+            ca_pem: None,
+            signing_algs: vec![Algorithm::RS256],
+            mapping: ClaimMapping::default(),
+            refresh_interval: Duration::from_secs(3600),
+            min_refetch_interval: Duration::from_secs(10),
+            cache_size: 10,
+        })
+        .unwrap();
+        let now = unix_now() as f64;
+        let good = serde_json::json!({
+            "iss": "https://issuer.example", "aud": "kube", "exp": now + 60.0, "nbf": now - 1.0,
+        });
+        let with = |k: &str, v: Value| {
+            let mut c = good.as_object().unwrap().clone();
+            c.insert(k.into(), v);
+            c
+        };
+        let without = |k: &str| {
+            let mut c = good.as_object().unwrap().clone();
+            c.remove(k);
+            c
+        };
+        let accepted = [
+            good.as_object().unwrap().clone(),
+            without("nbf"),
+            with("aud", serde_json::json!(["other", "kube"])),
+            // Within the 30 s of allowed clock skew, either way; fractional times are numbers too.
+            with("exp", serde_json::json!(now - 20.0)),
+            with("nbf", serde_json::json!(now + 20.5)),
+        ];
+        for c in accepted {
+            assert!(a.check_registered_claims(&c).is_ok(), "{c:?}");
+        }
+        let refused = [
+            without("exp"),
+            without("iss"),
+            without("aud"),
+            with("exp", serde_json::json!(now - 40.0)),
+            with("exp", serde_json::json!("never")),
+            with("nbf", serde_json::json!(now + 40.0)),
+            with("nbf", serde_json::json!(null)),
+            with("iss", serde_json::json!("https://issuer.example/")),
+            with("iss", serde_json::json!(["https://issuer.example"])),
+            with("aud", serde_json::json!("kube2")),
+            with("aud", serde_json::json!(["kube", 1])),
+            with("aud", serde_json::json!([])),
+            with("aud", serde_json::json!({"kube": true})),
+        ];
+        for c in refused {
+            assert!(a.check_registered_claims(&c).is_err(), "{c:?}");
+        }
     }
 }
