@@ -32,6 +32,9 @@ struct Pass {
     client: Client<Https, Incoming>,
     upstream: String,
     strip: String,
+    /// `--spin-us`: user CPU burnt per request, to see how added work changes the kernel and
+    /// scheduling cost per request (an experiment, not a baseline).
+    spin: Duration,
 }
 
 const HOP_BY_HOP: [&str; 7] = [
@@ -74,6 +77,12 @@ fn error(code: StatusCode, msg: String) -> Response<PassBody> {
 
 impl Pass {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<PassBody> {
+        if !self.spin.is_zero() {
+            let start = std::time::Instant::now();
+            while start.elapsed() < self.spin {
+                std::hint::spin_loop();
+            }
+        }
         let upgrade = wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -124,6 +133,7 @@ fn main() {
     let addr_file = args.get("addr-file").map(PathBuf::from);
     let strip = args.str("strip-prefix", "/bench");
     let workers: usize = args.num("workers", 0);
+    let spin = Duration::from_micros(args.num("spin-us", 0));
 
     common::tokio_runtime(workers).block_on(async move {
         let mut http = HttpConnector::new();
@@ -145,6 +155,7 @@ fn main() {
             client,
             upstream,
             strip,
+            spin,
         });
         let tls = common::server_config(&cert, &key);
         common::serve_tls(&listen, tls, addr_file, move |req, _| {

@@ -46,6 +46,7 @@ def fmt(v, f):
 
 
 TARGETS = ["direct", "passthrough", "kop"]
+CONC_LABEL = "64 connections"
 rate = get("meta", "rate")
 
 # (key, workload label, metric label, number format, show spread)
@@ -179,6 +180,22 @@ for key, workload, metric, f, show_spread in ROWS:
     lines.append(
         f"| {workload} | {metric} | {' | '.join(cells)} | {ratio(kop, pas)} | {ratio(kop, dire)} | {check(key)} |"
     )
+spin_us = get("meta", "spin_us")
+spin, pas, kop = get("get.cpu10k", "spin"), get("get.cpu10k", "passthrough"), get("get.cpu10k", "kop")
+if spin and pas and kop and spin_us:
+    # s per 10k requests -> µs per request: x 100
+    added = (spin - pas) * 100
+    kop_extra = (kop - pas) * 100
+    sv = [x * 100 for x in vals.get(("get.cpu10k", "spin"), [])]
+    sp = f" ({min(sv):.1f}–{max(sv):.1f})" if len(sv) > 1 else ""
+    lines += [
+        "",
+        f"**Calibration** (small GET, HTTP/1.1, {CONC_LABEL}): the same pass-through burning {spin_us:.0f} µs of CPU per",
+        f"request in a busy loop (`bench/passthrough.rs --spin-us {spin_us:.0f}`) costs {spin * 100:.1f}{sp} µs CPU per request,",
+        f"{added:+.1f} µs ({(spin / pas - 1) * 100:+.0f}%) over the plain pass-through ({pas * 100:.1f} µs). kop costs",
+        f"{kop_extra:+.1f} µs ({(kop / pas - 1) * 100:+.0f}%) over it: as much as {kop_extra / added * spin_us:.1f} µs of added work",
+        f"at that rate of exchange. The +15% target allows {pas * 100 * 0.15:.1f} µs per request here.",
+    ]
 cached = get("tokcached.cpu_us", "kop")
 if cached is not None:
     lines += [
