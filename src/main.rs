@@ -23,7 +23,13 @@ async fn main() -> anyhow::Result<()> {
         _ = running.wait() => {}
         _ = wait_for_signal() => {
             eprintln!("second signal: exiting immediately");
-            access_log.flush();
+            // Written access lines go out, but a stuck stdout must not hold the exit up.
+            let (done, flushed) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                access_log.flush();
+                let _ = done.send(());
+            });
+            let _ = flushed.recv_timeout(std::time::Duration::from_secs(2));
             std::process::exit(1);
         }
     }

@@ -72,8 +72,15 @@ impl Shared {
 pub struct BufferedWriter {
     shared: Arc<Shared>,
     thread: Thread,
-    handle: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread; it hands the output back when it exits.
+    handle: Mutex<Option<JoinHandle<Output>>>,
+    /// Set by `close`: from then on lines go straight to the output.
+    closed: AtomicBool,
+    /// The output after `close`.
+    direct: Mutex<Option<Output>>,
 }
+
+type Output = Box<dyn Write + Send>;
 
 impl BufferedWriter {
     /// Access lines to stdout.
@@ -97,11 +104,13 @@ impl BufferedWriter {
         let for_thread = shared.clone();
         let handle = thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || run(&for_thread, out))?;
+            .spawn(move || Box::new(run(&for_thread, out)) as Output)?;
         Ok(BufferedWriter {
             shared,
             thread: handle.thread().clone(),
             handle: Mutex::new(Some(handle)),
+            closed: AtomicBool::new(false),
+            direct: Mutex::new(None),
         })
     }
 
@@ -111,13 +120,36 @@ impl BufferedWriter {
         }
     }
 
-    /// Stops the writer after it has written everything appended so far.
+    /// Stops the writer after it has written everything appended so far; later lines are
+    /// written directly, one `write` each.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         lock(&self.shared.control).closed = true;
+        self.shared.progress.notify_all();
         self.thread.unpark();
-        if let Some(h) = lock(&self.handle).take() {
-            let _ = h.join();
+        let handle = lock(&self.handle).take();
+        if let Some(Ok(out)) = handle.map(JoinHandle::join) {
+            *lock(&self.direct) = Some(out);
         }
+        self.drain_direct();
+    }
+
+    /// After `close`: writes whatever sits in the buffers to the output. A line appended while
+    /// the writer was stopping is caught either here by `close` or by its own appender, which
+    /// checks `closed` after appending.
+    fn drain_direct(&self) {
+        let mut direct = lock(&self.direct);
+        let Some(out) = direct.as_mut() else {
+            return; // the writer is still stopping; close() drains after it
+        };
+        for shard in &self.shared.shards {
+            let mut buf = lock(shard);
+            if !buf.is_empty() {
+                let _ = out.write_all(&buf);
+                buf.clear();
+            }
+        }
+        let _ = out.flush();
     }
 }
 
@@ -126,22 +158,26 @@ impl Sink for BufferedWriter {
         let shard = &self.shared.shards[my_shard()];
         loop {
             let mut buf = lock(shard);
-            if buf.len() < self.shared.shard_cap {
+            if buf.len() < self.shared.shard_cap || self.closed.load(Ordering::SeqCst) {
                 buf.extend_from_slice(line.as_bytes());
                 drop(buf);
-                self.wake();
+                if self.closed.load(Ordering::SeqCst) {
+                    self.drain_direct();
+                } else {
+                    self.wake();
+                }
                 return;
             }
             drop(buf);
             // The output is behind: wait for the writer to take a batch rather than lose the line.
             let mut ctl = lock(&self.shared.control);
             if ctl.closed {
-                // After shutdown nothing reads the buffers any more: write directly.
-                drop(ctl);
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(line.as_bytes());
-                let _ = out.flush();
-                return;
+                continue; // appended and written directly on the next round
+            }
+            // The writer may have taken this shard's batch while we waited for the control lock
+            // (it holds it while taking): then there is room now, and no later batch to wait for.
+            if lock(shard).len() < self.shared.shard_cap {
+                continue;
             }
             let seen = ctl.taken;
             self.shared.idle.store(false, Ordering::SeqCst);
@@ -154,6 +190,10 @@ impl Sink for BufferedWriter {
 
     /// Returns once every line appended before the call has been handed to the output.
     fn flush(&self) {
+        if self.closed.load(Ordering::SeqCst) {
+            self.drain_direct();
+            return;
+        }
         // The writer takes batches with the control lock held (lock order: control, then a
         // shard), so what is pending and what was taken are seen consistently here.
         let mut ctl = lock(&self.shared.control);
@@ -183,7 +223,7 @@ impl Drop for BufferedWriter {
     }
 }
 
-fn run<W: Write>(shared: &Shared, mut out: W) {
+fn run<W: Write>(shared: &Shared, mut out: W) -> W {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let closed = {
@@ -205,7 +245,7 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         if batch.is_empty() {
             if closed {
                 shared.progress.notify_all();
-                return;
+                return out;
             }
             // Publish "idle", then look again: an appender either sees the flag and wakes us,
             // or appended before our look and we see its line.
@@ -316,6 +356,72 @@ mod tests {
         }
         assert_eq!(text(&m), "one\n");
         drop(w);
+    }
+
+    #[test]
+    fn a_full_shard_emptied_while_waiting_for_the_writer_does_not_block() {
+        let m = Mem::default();
+        // Per-shard cap of 4 bytes: every line fills its shard.
+        let w = Arc::new(BufferedWriter::new(m.clone(), 4 * SHARDS).unwrap());
+        std::thread::sleep(Duration::from_millis(50)); // the writer parks
+        // The appender needs a shard after shard 0, which the test holds to stall the writer
+        // in the middle of taking a batch (with the control lock held).
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = Arc::new(Mutex::new(go_rx));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<&'static str>();
+        let blocker = lock(&w.shared.shards[0]);
+        let appender = loop {
+            let (w, go_rx, done_tx) = (w.clone(), go_rx.clone(), done_tx.clone());
+            let (k_tx, k_rx) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let k = my_shard();
+                k_tx.send(k).unwrap();
+                if k == 0 {
+                    return;
+                }
+                w.line("first\n");
+                done_tx.send("first").unwrap();
+                lock(&go_rx).recv().unwrap();
+                w.line("second\n");
+                done_tx.send("second").unwrap();
+            });
+            if k_rx.recv().unwrap() != 0 {
+                break t;
+            }
+            t.join().unwrap();
+        };
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(3)), Ok("first"));
+        // Wait until the woken writer holds the control lock, stuck on shard 0.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while w.shared.control.try_lock().is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never started a batch"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        go_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // the appender waits for the control lock
+        drop(blocker);
+        assert_eq!(
+            done_rx.recv_timeout(Duration::from_secs(3)),
+            Ok("second"),
+            "appender stuck"
+        );
+        appender.join().unwrap();
+        w.flush();
+        assert_eq!(text(&m), "first\nsecond\n");
+    }
+
+    #[test]
+    fn lines_after_close_go_straight_to_the_output() {
+        let m = Mem::default();
+        let w = BufferedWriter::new(m.clone(), 1 << 20).unwrap();
+        w.line("before\n");
+        w.close();
+        w.line("late\n");
+        w.flush();
+        assert_eq!(text(&m), "before\nlate\n");
     }
 
     #[test]
