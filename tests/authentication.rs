@@ -39,6 +39,24 @@ async fn hostile_tokens_are_refused_with_a_bare_401() {
             good().sign_hs256_with_public_key(),
         ),
         ("tampered payload", good().sign_tampered()),
+        (
+            "critical header extension",
+            good()
+                .header_field("crit", json!(["exp"]))
+                .header_field("exp", json!(1))
+                .sign(),
+        ),
+        (
+            "unencoded payload (b64: false)",
+            good().header_field("b64", json!(false)).sign(),
+        ),
+        (
+            "crit b64 false",
+            good()
+                .header_field("crit", json!(["b64"]))
+                .header_field("b64", json!(false))
+                .sign(),
+        ),
         ("foreign key with a published kid", good().sign_with_foreign_key()),
         ("missing required claim", iss.token().groups(&["a:devops"]).sign()),
         (

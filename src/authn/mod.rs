@@ -173,6 +173,11 @@ impl Authenticator {
             return Err(AuthnError::NotReady);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
+        // No JWS extension is supported: a `crit` header must be refused (RFC 7515 4.1.11, as
+        // go-jose in kube-apiserver does), and so must an unencoded payload (`b64: false`).
+        if header.crit.is_some() || !matches!(header.extras.get::<bool>("b64"), Ok(None | Some(true))) {
+            return Err(AuthnError::Invalid("unsupported JWS header extension".into()));
+        }
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthnError::Algorithm(format!("{:?}", header.alg)));
         }

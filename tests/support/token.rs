@@ -27,6 +27,8 @@ pub struct TokenBuilder {
     claims: Map<String, Value>,
     /// `None`: use the signing key's kid. `Some(None)`: no kid header.
     kid: Option<Option<String>>,
+    /// Extra JOSE header fields (`crit`, `b64`, ...).
+    header_extra: Map<String, Value>,
 }
 
 fn now() -> i64 {
@@ -60,6 +62,7 @@ impl TokenBuilder {
             shared,
             claims,
             kid: None,
+            header_extra: Map::new(),
         }
     }
 
@@ -111,6 +114,12 @@ impl TokenBuilder {
         self
     }
     /// Override the header kid; `None` leaves the header without one.
+    /// Adds a field to the JOSE header (signed like the rest).
+    pub fn header_field(mut self, name: &str, value: Value) -> Self {
+        self.header_extra.insert(name.into(), value);
+        self
+    }
+
     pub fn kid(mut self, kid: Option<&str>) -> Self {
         self.kid = Some(kid.map(str::to_owned));
         self
@@ -187,6 +196,9 @@ impl TokenBuilder {
         let mut header = json!({"alg": alg, "typ": "JWT"});
         if let Some(kid) = kid {
             header["kid"] = json!(kid);
+        }
+        for (k, v) in &self.header_extra {
+            header[k.as_str()] = v.clone();
         }
         header.to_string()
     }
