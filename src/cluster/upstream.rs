@@ -239,7 +239,8 @@ fn static_authorization(config: &Config) -> Result<Option<Option<HeaderValue>>, 
     let extra_headers = !config.headers.is_empty()
         || a.impersonate.is_some()
         || a.impersonate_uid.is_some()
-        || a.impersonate_groups.is_some();
+        || a.impersonate_groups.is_some()
+        || a.impersonate_user_extra.is_some();
     if dynamic || extra_headers {
         return Ok(None);
     }
@@ -386,6 +387,10 @@ mod tests {
             },
             AuthInfo {
                 impersonate_groups: Some(vec!["g".into()]),
+                ..token.clone()
+            },
+            AuthInfo {
+                impersonate_user_extra: Some([("scopes".to_string(), vec!["a".to_string()])].into()),
                 ..token.clone()
             },
         ];
