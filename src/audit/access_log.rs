@@ -72,24 +72,6 @@ pub fn write_fail(
     }
 }
 
-pub fn success(
-    format: Format,
-    now: OffsetDateTime,
-    client: &Client<'_>,
-    user: &User,
-    extra: &Extra<'_>,
-) -> String {
-    let mut s = String::new();
-    write_success(&mut s, format, now, client, user, extra);
-    s
-}
-
-pub fn fail(format: Format, now: OffsetDateTime, client: &Client<'_>, extra: &Extra<'_>) -> String {
-    let mut s = String::new();
-    write_fail(&mut s, format, now, client, extra);
-    s
-}
-
 fn json_line(
     now: OffsetDateTime,
     event: &str,
@@ -117,12 +99,6 @@ fn json_line(
     line
 }
 
-pub fn success_line(now: OffsetDateTime, client: &Client<'_>, user: &User) -> String {
-    let mut s = String::new();
-    success_text(&mut s, now, client, user);
-    s
-}
-
 fn success_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>, user: &User) {
     prefix(s, now, "AuSuccess", client, true);
     s.push_str(" inbound:[");
@@ -147,12 +123,6 @@ fn success_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>, user: 
         s.push(' ');
     }
     s.push_str("]\n");
-}
-
-pub fn fail_line(now: OffsetDateTime, client: &Client<'_>) -> String {
-    let mut s = String::new();
-    fail_text(&mut s, now, client);
-    s
 }
 
 fn fail_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>) {
@@ -232,6 +202,37 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+
+    // The lines as whole strings, for assertions.
+    fn success(
+        format: Format,
+        now: OffsetDateTime,
+        client: &Client<'_>,
+        user: &User,
+        extra: &Extra<'_>,
+    ) -> String {
+        let mut s = String::new();
+        write_success(&mut s, format, now, client, user, extra);
+        s
+    }
+
+    fn fail(format: Format, now: OffsetDateTime, client: &Client<'_>, extra: &Extra<'_>) -> String {
+        let mut s = String::new();
+        write_fail(&mut s, format, now, client, extra);
+        s
+    }
+
+    fn success_line(now: OffsetDateTime, client: &Client<'_>, user: &User) -> String {
+        let mut s = String::new();
+        success_text(&mut s, now, client, user);
+        s
+    }
+
+    fn fail_line(now: OffsetDateTime, client: &Client<'_>) -> String {
+        let mut s = String::new();
+        fail_text(&mut s, now, client);
+        s
+    }
 
     fn user() -> User {
         User {

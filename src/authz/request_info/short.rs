@@ -73,12 +73,6 @@ impl Deref for ShortStr {
     }
 }
 
-impl AsRef<str> for ShortStr {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl PartialEq for ShortStr {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
@@ -93,33 +87,21 @@ impl Hash for ShortStr {
     }
 }
 
-impl PartialEq<str> for ShortStr {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
 impl PartialEq<&str> for ShortStr {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
 }
 
-impl PartialEq<String> for ShortStr {
-    fn eq(&self, other: &String) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<ShortStr> for &str {
-    fn eq(&self, other: &ShortStr) -> bool {
-        *self == other.as_str()
-    }
-}
-
 impl serde::Serialize for ShortStr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<String> for ShortStr {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
     }
 }
 
