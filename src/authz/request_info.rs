@@ -85,7 +85,7 @@ impl RequestInfo {
     ) -> Result<Self, RequestInfoError> {
         let path = decode::path(raw_path)?;
         let mut info = RequestInfo {
-            verb: lowercase_method(method),
+            verb: ShortStr::ascii_lowercase(method),
             ..RequestInfo::default()
         };
         let segments = split_path(&path);
@@ -198,23 +198,6 @@ fn parse_segments(
     info.name = selector_name.map_or_else(|| name.into(), ShortStr::from);
     info.verb = verb.into();
     Ok(())
-}
-
-/// The lowercase method, without building a String for the usual (uppercase ASCII) ones.
-fn lowercase_method(method: &str) -> ShortStr {
-    if method.len() <= 30 && !method.bytes().any(|b| b.is_ascii_uppercase()) {
-        return method.into();
-    }
-    let mut buf = [0u8; 30];
-    if method.len() <= buf.len() {
-        for (d, s) in buf.iter_mut().zip(method.bytes()) {
-            *d = s.to_ascii_lowercase();
-        }
-        if let Ok(lower) = std::str::from_utf8(&buf[..method.len()]) {
-            return lower.into();
-        }
-    }
-    method.to_ascii_lowercase().into()
 }
 
 /// Go's `splitPath`: trim slashes at both ends, split on `/`, keep inner empty segments.

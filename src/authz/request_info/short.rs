@@ -24,6 +24,19 @@ impl ShortStr {
         })
     }
 
+    /// `s` with ASCII letters lowercased (as Go's `strings.ToLower` does for an HTTP method),
+    /// lowercased in place when it fits inline.
+    pub fn ascii_lowercase(s: &str) -> Self {
+        match Self::from(s) {
+            ShortStr(Repr::Inline { len, mut buf }) => {
+                // ASCII case changes keep the bytes valid UTF-8.
+                buf[..usize::from(len)].make_ascii_lowercase();
+                ShortStr(Repr::Inline { len, buf })
+            }
+            ShortStr(Repr::Heap(_)) => Self::from(s.to_ascii_lowercase()),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, buf } => {
@@ -137,6 +150,8 @@ mod tests {
         assert!(matches!(ShortStr::from(at_limit.as_str()).0, Repr::Inline { .. }));
         assert!(matches!(ShortStr::from(over.as_str()).0, Repr::Heap(_)));
         assert_eq!(ShortStr::default().as_str(), "");
+        assert_eq!(ShortStr::ascii_lowercase("PROPFIND"), "propfind");
+        assert_eq!(ShortStr::ascii_lowercase(&"É-GET".repeat(10)), "É-get".repeat(10));
         assert_eq!(std::mem::size_of::<ShortStr>(), 32);
     }
 }
