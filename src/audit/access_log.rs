@@ -112,7 +112,7 @@ fn success_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>, user: 
     }
     s.push_str(" / ");
     for (k, vs) in &user.extra {
-        escape_into(s, k);
+        escape_with(s, k, b"=");
         s.push('=');
         for (i, v) in vs.iter().enumerate() {
             if i > 0 {
@@ -139,18 +139,27 @@ fn prefix(s: &mut String, now: OffsetDateTime, word: &str, client: &Client<'_>, 
         if filter_xff {
             // As the Go proxy: the peer itself is not repeated in the forwarded-for part.
             let ip = client.ip.to_string();
-            let kept: Vec<&str> = xff
+            let kept = xff
                 .split(',')
                 .map(str::trim)
-                .filter(|e| !e.is_empty() && *e != ip)
-                .collect();
-            escape_into(s, &kept.join(", "));
+                .filter(|e| !e.is_empty() && *e != ip);
+            push_entries(s, kept);
         } else {
-            escape_into(s, xff);
+            push_entries(s, xff.split(',').map(str::trim));
         }
     }
     s.push_str("] URI:");
     escape_into(s, client.uri);
+}
+
+/// X-Forwarded-For entries joined with `, `, each escaped on its own.
+fn push_entries<'a>(s: &mut String, entries: impl Iterator<Item = &'a str>) {
+    for (i, e) in entries.enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        escape_into(s, e);
+    }
 }
 
 /// `2021-11-25T01:05:17+0000` (Go's `2006-01-02T15:04:05-0700`), always in UTC, written digit by
@@ -181,15 +190,25 @@ fn push_timestamp(s: &mut String, now: OffsetDateTime) {
     s.push_str("+0000");
 }
 
+/// Escapes what could forge a line or shift its fields: control characters (C0, DEL, C1) and the
+/// characters the line uses as structure: `[` and `]` around each part, space (the ` / `
+/// separators, spaces between extras) and `|` between groups. Each becomes `\xNN`.
 fn escape_into(s: &mut String, v: &str) {
-    // Control characters are C0, DEL and C1; every C1 character is encoded as 0xC2 0x80..0x9F,
-    // so text without these bytes needs no per-character look.
-    if !v.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+    escape_with(s, v, b"")
+}
+
+/// [`escape_into`], also escaping the ASCII bytes in `more` (`=` in extra keys).
+fn escape_with(s: &mut String, v: &str, more: &[u8]) {
+    // Every C1 character is encoded as 0xC2 0x80..0x9F, so text without these bytes needs no
+    // per-character look.
+    let special =
+        |b: u8| b < 0x20 || matches!(b, 0x7f | 0xc2 | b'[' | b']' | b' ' | b'|') || more.contains(&b);
+    if !v.bytes().any(special) {
         s.push_str(v);
         return;
     }
     for c in v.chars() {
-        if c.is_control() {
+        if c.is_control() || (c.is_ascii() && special(c as u8)) {
             let _ = write!(s, "\\x{:02x}", c as u32);
         } else {
             s.push(c);
@@ -353,8 +372,44 @@ mod tests {
         let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         assert!(
-            line.ends_with("inbound:[eve\\x0a[2021] AuSuccess\\x85é\u{a0} / k8s:devops|ops / scopes=a|b ]\n"),
+            line.ends_with(
+                "inbound:[eve\\x0a\\x5b2021\\x5d\\x20AuSuccess\\x85é\u{a0} / k8s:devops|ops / scopes=a|b ]\n"
+            ),
             "{line}"
+        );
+    }
+
+    /// Values that try to shift the line's fields (close a bracket, add a separator, a group or
+    /// an extra) come out escaped, so a parser splitting on the structure reads the real fields.
+    #[test]
+    fn structure_characters_are_escaped() {
+        let mut u = user();
+        u.name = "eve / admin] AuSuccess".into();
+        u.groups = vec![
+            "a|system:masters".into(),
+            "b]".into(),
+            "system:authenticated".into(),
+        ];
+        u.extra = [("k=v x".to_string(), vec!["1|2".to_string()])]
+            .into_iter()
+            .collect();
+        let c = Client {
+            ip: "10.0.0.1".parse().unwrap(),
+            forwarded_for: Some("1.2.3.4] URI:/forged, 5.6.7.8"),
+            uri: "/k/x[1]",
+        };
+        let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
+        assert_eq!(
+            line,
+            "[2021-11-25T01:05:17+0000] AuSuccess src:[10.0.0.1 / 1.2.3.4\\x5d\\x20URI:/forged, 5.6.7.8] \
+             URI:/k/x\\x5b1\\x5d inbound:[eve\\x20/\\x20admin\\x5d\\x20AuSuccess / \
+             a\\x7csystem:masters|b\\x5d / k\\x3dv\\x20x=1\\x7c2 ]\n"
+        );
+        // Ordinary values are untouched.
+        let plain = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &user());
+        assert!(
+            plain.contains("inbound:[mlbadmin1 / k8s:devops|ops / ]"),
+            "{plain}"
         );
     }
 }

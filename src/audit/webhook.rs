@@ -14,8 +14,8 @@ mod tests;
 use std::{path::PathBuf, time::Duration};
 
 pub use event::{
-    AuditDecision, AuditEvent, OMITTED_NOT_JSON, OMITTED_TOO_LARGE, is_json_content_type, omitted_body,
-    precheck_body, request_body_field,
+    AuditDecision, AuditEvent, OMITTED_CREDENTIALS, OMITTED_NOT_JSON, OMITTED_TOO_LARGE, carries_credentials,
+    is_json_content_type, omitted_body, precheck_body, request_body_field,
 };
 pub use sender::{AuditHandle, AuditSender, AuditStats, MAX_IN_FLIGHT};
 

@@ -14,6 +14,25 @@ use crate::{authn::User, authz::request_info::RequestInfo};
 pub const OMITTED_NOT_JSON: &str = "not-json";
 /// `request_body_omitted` when the body is larger than the configured limit.
 pub const OMITTED_TOO_LARGE: &str = "too-large";
+/// `request_body_omitted` when the body carries credentials (see [`carries_credentials`]).
+pub const OMITTED_CREDENTIALS: &str = "credentials";
+
+/// Request bodies that carry credentials and never reach an audit receiver, however small:
+/// Secrets (data, tokens, keys, kubeconfigs), TokenReviews (the token under review), and
+/// TokenRequests (`serviceaccounts/token`, whose answer is a token and whose request names the
+/// audience and the object it is bound to), in any API version.
+pub fn carries_credentials(info: &RequestInfo) -> bool {
+    matches!(
+        (
+            info.api_group.as_str(),
+            info.resource.as_str(),
+            info.subresource.as_str(),
+        ),
+        ("", "secrets", _)
+            | ("", "serviceaccounts", "token")
+            | ("authentication.k8s.io", "tokenreviews" | "tokenrequests", _)
+    )
+}
 
 /// Whether the proxy let the request through. Denied requests are audited too, so failed
 /// attempts reach the SIEM.
@@ -56,7 +75,8 @@ pub struct AuditEvent {
     pub request_id: String,
     /// RFC 3339, UTC.
     pub timestamp: String,
-    /// Why `request_body` is `{}` although the request had one: `not-json` or `too-large`.
+    /// Why `request_body` is `{}` although the request had one: `not-json`, `too-large` or
+    /// `credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body_omitted: Option<String>,
 }
