@@ -1,9 +1,21 @@
 use clap::Parser;
-use kube_oidc_proxy::{cli::Args, logging};
+use kube_oidc_proxy::{
+    authz::default_roles::mirror_manifests,
+    cli::{Args, Command},
+    logging,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::PrintRbac { cluster, namespaces }) = &args.command {
+        if !kube_oidc_proxy::config::valid_cluster_name(cluster) {
+            eprintln!("error: --cluster {cluster:?} is not a valid cluster name");
+            std::process::exit(2);
+        }
+        print!("{}", mirror_manifests(cluster, namespaces));
+        return Ok(());
+    }
     logging::init(args.verbosity, &args.log_format);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 

@@ -12,51 +12,90 @@ use crate::authz::rbac::{
     Subject, SubjectKind,
 };
 
-/// One built-in role: a single rule.
+/// One rule of a built-in role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DefaultRole {
-    pub name: &'static str,
+pub struct DefaultRule {
     pub api_groups: &'static [&'static str],
     pub resources: &'static [&'static str],
     pub verbs: &'static [&'static str],
 }
 
+/// One built-in role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultRole {
+    pub name: &'static str,
+    pub rules: &'static [DefaultRule],
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+/// The streaming subresources need `create` (SPDY's POST, and the WebSocket GET that the proxy
+/// authorizes as `create`) and `get` (kube-apiserver before 1.35 checked `get` for WebSocket).
+const STREAM: &[&str] = &["get", "create"];
+
+/// The Go proxy gave the port-forward and exec roles one rule listing `pods` beside the streaming
+/// subresources with `create`, so a holder could also create any pod, with any service account
+/// of the namespace: a far wider grant than the role's name says. Here the streaming
+/// subresources get their own rule, and `pods` keeps only the read verbs.
 pub const DEFAULT_ROLES: [DefaultRole; 5] = [
     DefaultRole {
         name: "devops",
-        api_groups: &["*"],
-        resources: &["*"],
-        verbs: &["*"],
+        rules: &[DefaultRule {
+            api_groups: &["*"],
+            resources: &["*"],
+            verbs: &["*"],
+        }],
     },
     DefaultRole {
         name: "developer",
-        api_groups: &["*"],
-        resources: &["pods", "pods/log"],
-        verbs: &["get", "list", "watch"],
+        rules: &[DefaultRule {
+            api_groups: &["*"],
+            resources: &["pods", "pods/log"],
+            verbs: READ,
+        }],
     },
     DefaultRole {
         name: "developer-portforward",
-        api_groups: &[""],
-        resources: &["pods", "pods/log", "pods/portforward"],
-        verbs: &["get", "list", "watch", "create"],
+        rules: &[
+            DefaultRule {
+                api_groups: &[""],
+                resources: &["pods", "pods/log"],
+                verbs: READ,
+            },
+            DefaultRule {
+                api_groups: &[""],
+                resources: &["pods/portforward"],
+                verbs: STREAM,
+            },
+        ],
     },
     DefaultRole {
         name: "watcher",
-        api_groups: &["*"],
-        resources: &["*"],
-        verbs: &["get", "list", "watch"],
+        rules: &[DefaultRule {
+            api_groups: &["*"],
+            resources: &["*"],
+            verbs: READ,
+        }],
     },
     DefaultRole {
         name: "developer-exec-portforward",
-        api_groups: &["", "metrics.k8s.io"],
-        resources: &["pods", "pods/log", "pods/portforward", "pods/exec"],
-        verbs: &["get", "list", "watch", "create"],
+        rules: &[
+            DefaultRule {
+                api_groups: &["", "metrics.k8s.io"],
+                resources: &["pods", "pods/log"],
+                verbs: READ,
+            },
+            DefaultRule {
+                api_groups: &[""],
+                resources: &["pods/portforward", "pods/exec"],
+                verbs: STREAM,
+            },
+        ],
     },
 ];
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
-impl DefaultRole {
+impl DefaultRule {
     pub fn rule(&self) -> PolicyRule {
         let owned = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect();
         PolicyRule {
@@ -66,6 +105,12 @@ impl DefaultRole {
             resource_names: Vec::new(),
             non_resource_urls: Vec::new(),
         }
+    }
+}
+
+impl DefaultRole {
+    pub fn policy_rules(&self) -> Vec<PolicyRule> {
+        self.rules.iter().map(DefaultRule::rule).collect()
     }
 }
 
@@ -82,7 +127,7 @@ pub fn default_role_objects<S: AsRef<str>>(cluster: &str, namespaces: &[S]) -> R
         let cluster_wide = format!("{cluster}:{}", role.name);
         objects.cluster_roles.push(ClusterRole {
             metadata: meta(&cluster_wide, ""),
-            rules: vec![role.rule()],
+            rules: role.policy_rules(),
         });
         objects.cluster_role_bindings.push(ClusterRoleBinding {
             metadata: meta(&cluster_wide, ""),
@@ -100,6 +145,59 @@ pub fn default_role_objects<S: AsRef<str>>(cluster: &str, namespaces: &[S]) -> R
         }
     }
     objects
+}
+
+/// Manifests that grant *in the cluster* what the built-in roles grant through the proxy, for a
+/// cluster served with `--impersonate-upstream` (where kube-apiserver authorizes the real user
+/// and its groups `C:R`, `C:R:N` mean nothing unless bound): a ClusterRole per role
+/// (`kube-oidc-proxy:R`), a ClusterRoleBinding for group `C:R`, and for each namespace N a
+/// RoleBinding for group `C:R:N`. YAML, one document per object, ready for `kubectl apply -f -`.
+pub fn mirror_manifests<S: AsRef<str>>(cluster: &str, namespaces: &[S]) -> String {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let list = |xs: &[&str]| format!("[{}]", xs.iter().map(|x| q(x)).collect::<Vec<_>>().join(", "));
+    let mut out = format!(
+        "# Built-in roles of kube-oidc-proxy for cluster {}, for --impersonate-upstream.\n",
+        q(cluster)
+    );
+    let labels = "  labels:\n    app.kubernetes.io/managed-by: kube-oidc-proxy\n";
+    for role in &DEFAULT_ROLES {
+        let role_name = format!("kube-oidc-proxy:{}", role.name);
+        out.push_str(&format!(
+            "---\napiVersion: {RBAC_GROUP}/v1\nkind: ClusterRole\nmetadata:\n  name: {}\n{labels}rules:\n",
+            q(&role_name)
+        ));
+        for r in role.rules {
+            out.push_str(&format!(
+                "- apiGroups: {}\n  resources: {}\n  verbs: {}\n",
+                list(r.api_groups),
+                list(r.resources),
+                list(r.verbs)
+            ));
+        }
+        let group = format!("{cluster}:{}", role.name);
+        out.push_str(&format!(
+            "---\napiVersion: {RBAC_GROUP}/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {}\n{labels}\
+             roleRef:\n  apiGroup: {RBAC_GROUP}\n  kind: ClusterRole\n  name: {}\n\
+             subjects:\n- apiGroup: {RBAC_GROUP}\n  kind: Group\n  name: {}\n",
+            q(&format!("kube-oidc-proxy:{group}")),
+            q(&role_name),
+            q(&group)
+        ));
+        for ns in namespaces {
+            let ns = ns.as_ref();
+            let group = format!("{cluster}:{}:{ns}", role.name);
+            out.push_str(&format!(
+                "---\napiVersion: {RBAC_GROUP}/v1\nkind: RoleBinding\nmetadata:\n  name: {}\n  namespace: {}\n{labels}\
+                 roleRef:\n  apiGroup: {RBAC_GROUP}\n  kind: ClusterRole\n  name: {}\n\
+                 subjects:\n- apiGroup: {RBAC_GROUP}\n  kind: Group\n  name: {}\n",
+                q(&format!("kube-oidc-proxy:{group}")),
+                q(ns),
+                q(&role_name),
+                q(&group)
+            ));
+        }
+    }
+    out
 }
 
 fn meta(name: &str, namespace: &str) -> ObjectMeta {
@@ -210,7 +308,13 @@ mod tests {
             ("k8s:developer-portforward", "POST", pf, true, Allow),
             ("k8s:developer-portforward", "GET", exec, true, Deny),
             ("k8s:developer-portforward", "POST", exec, true, Deny),
-            ("k8s:developer-portforward", "POST", "/api/v1/namespaces/dev/pods", false, Allow),
+            // The Go proxy's single rule let these roles create pods; ours never do.
+            ("k8s:developer-portforward", "POST", "/api/v1/namespaces/dev/pods", false, Deny),
+            ("k8s:developer-portforward", "GET", "/api/v1/namespaces/dev/pods/web", false, Allow),
+            ("k8s:developer-portforward", "DELETE", "/api/v1/namespaces/dev/pods/web", false, Deny),
+            ("k8s:developer-exec-portforward", "POST", "/api/v1/namespaces/dev/pods", false, Deny),
+            ("k8s:developer-exec-portforward", "PATCH", "/api/v1/namespaces/dev/pods/web", false, Deny),
+            ("k8s:developer-exec-portforward", "POST", "/apis/metrics.k8s.io/v1beta1/namespaces/dev/pods/web/exec", true, Deny),
             ("k8s:developer-portforward", "GET", "/apis/metrics.k8s.io/v1beta1/namespaces/dev/pods", false, Deny),
             ("k8s:developer-portforward:prod", "GET", pf, true, Deny),
             ("k8s:watcher", "GET", "/api/v1/namespaces/dev/secrets/s", false, Allow),
@@ -235,6 +339,50 @@ mod tests {
                 want,
                 "{group} {method} {url} upgrade={upgrade}"
             );
+        }
+    }
+
+    /// The printed manifests, read back as RBAC objects, decide exactly as the built-in roles do.
+    #[test]
+    fn mirror_manifests_grant_what_the_built_in_roles_grant() {
+        let yaml = mirror_manifests("k8s", &["dev"]);
+        let mut objects = RbacObjects::default();
+        for doc in yaml.split("\n---\n").skip(1) {
+            let v: serde_json::Value = serde_saphyr::from_str(doc).expect("YAML document");
+            match v["kind"].as_str() {
+                Some("ClusterRole") => objects.cluster_roles.push(serde_json::from_value(v).unwrap()),
+                Some("ClusterRoleBinding") => objects
+                    .cluster_role_bindings
+                    .push(serde_json::from_value(v).unwrap()),
+                Some("RoleBinding") => objects.role_bindings.push(serde_json::from_value(v).unwrap()),
+                other => panic!("unexpected kind {other:?}"),
+            }
+        }
+        assert_eq!(objects.cluster_roles.len(), 5);
+        assert_eq!(objects.cluster_role_bindings.len(), 5);
+        assert_eq!(objects.role_bindings.len(), 5);
+        let mirrored = Snapshot::build(&objects);
+        let builtin = Snapshot::build(&default_role_objects("k8s", &["dev"]));
+        let urls = [
+            ("GET", "/api/v1/namespaces/dev/pods"),
+            ("POST", "/api/v1/namespaces/dev/pods"),
+            ("POST", "/api/v1/namespaces/dev/pods/web/exec"),
+            ("POST", "/api/v1/namespaces/dev/pods/web/portforward"),
+            ("GET", "/api/v1/namespaces/prod/pods"),
+            ("DELETE", "/api/v1/namespaces/dev/secrets/s"),
+            ("GET", "/apis/metrics.k8s.io/v1beta1/namespaces/dev/pods"),
+            ("GET", "/api/v1/nodes"),
+        ];
+        for role in DEFAULT_ROLES {
+            for group in [format!("k8s:{}", role.name), format!("k8s:{}:dev", role.name)] {
+                for (m, u) in urls {
+                    assert_eq!(
+                        decide(&mirrored, &group, m, u, false),
+                        decide(&builtin, &group, m, u, false),
+                        "{group} {m} {u}"
+                    );
+                }
+            }
         }
     }
 

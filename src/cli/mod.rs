@@ -190,6 +190,38 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
     pub trusted_proxies: Vec<String>,
 
+    /// Most requests one user may have in flight (0: no limit); long-running ones are counted
+    /// apart. Beyond it: 429 with Retry-After.
+    #[arg(long, default_value_t = 200, help_heading = "Secure Serving")]
+    pub max_requests_inflight_per_user: u32,
+
+    /// Most long-running requests (watch, logs, exec, attach, port-forward, proxy) one user may
+    /// have open (0: no limit).
+    #[arg(long, default_value_t = 1000, help_heading = "Secure Serving")]
+    pub max_long_running_requests_per_user: u32,
+
+    /// The longest the proxy waits for a request body it has to read itself (audit, checked
+    /// writes, self-reviews).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Secure Serving")]
+    pub request_body_timeout: Duration,
+
+    /// More user-name headers to strip from every request, as configured on the clusters'
+    /// request-header authenticators (X-Remote-User is always stripped).
+    #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
+    pub requestheader_username_headers: Vec<String>,
+
+    /// More group headers to strip (X-Remote-Group is always stripped).
+    #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
+    pub requestheader_group_headers: Vec<String>,
+
+    /// More UID headers to strip (X-Remote-Uid is always stripped).
+    #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
+    pub requestheader_uid_headers: Vec<String>,
+
+    /// More extra-header prefixes to strip (X-Remote-Extra- is always stripped).
+    #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+
     // ---- Upstream
     /// TCP connect timeout towards cluster API servers.
     #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Upstream")]
@@ -241,9 +273,42 @@ pub struct Args {
     /// Log verbosity (klog style): 0 info, 2 debug for the proxy, 4 debug for everything, 6 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0, help_heading = "Misc")]
     pub verbosity: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools that print something and exit instead of serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print, for one cluster, ClusterRoles and bindings that grant in the cluster what the
+    /// built-in roles grant through the proxy: apply them to a cluster served with
+    /// --impersonate-upstream, where kube-apiserver decides for the real user.
+    PrintRbac {
+        /// The cluster's name in the proxy (the `C` of groups `C:R` and `C:R:N`).
+        #[arg(long)]
+        cluster: String,
+        /// Namespaces whose `C:R:N` groups get RoleBindings (repeatable or comma-separated).
+        #[arg(long = "namespace", value_delimiter = ',')]
+        namespaces: Vec<String>,
+    },
 }
 
 impl Args {
+    /// Every identity header name and prefix to strip, beyond the built-in `X-Remote-*`.
+    pub fn identity_headers(&self) -> (Vec<String>, Vec<String>) {
+        let names = [
+            &self.requestheader_username_headers,
+            &self.requestheader_group_headers,
+            &self.requestheader_uid_headers,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        (names, self.requestheader_extra_headers_prefix.clone())
+    }
+
     /// True when the username prefix flag means "no prefix".
     pub fn username_prefix(&self) -> &str {
         match self.oidc_username_prefix.as_str() {

@@ -96,6 +96,14 @@ impl<'a> SnapshotBuilder<'a> {
                 }
             }
         }
+        for (name, rules) in &self.cluster_roles {
+            snapshot.cluster_roles.insert(Box::from(*name), Arc::clone(rules));
+        }
+        for ((namespace, name), rules) in &self.roles {
+            snapshot
+                .roles
+                .insert(format!("{namespace}/{name}").into_boxed_str(), Arc::clone(rules));
+        }
         snapshot
     }
 }

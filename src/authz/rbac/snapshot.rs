@@ -59,6 +59,11 @@ pub struct Snapshot {
     /// User names, including `system:serviceaccount:<ns>:<name>` for ServiceAccount subjects.
     pub(super) users: FastMap<Box<str>, Grants>,
     pub(super) groups: FastMap<Box<str>, Grants>,
+    /// Every ClusterRole by name, and every Role by `namespace/name`, as bindings resolve them
+    /// (first source wins): a new binding's roleRef is looked up here, so the escalation check
+    /// sees exactly the rules the proxy will grant through that binding.
+    pub(super) cluster_roles: FastMap<Box<str>, Rules>,
+    pub(super) roles: FastMap<Box<str>, Rules>,
 }
 
 impl Snapshot {
@@ -137,6 +142,38 @@ impl Snapshot {
             }
         }
         (resource_rules, non_resource_rules)
+    }
+
+    /// Every rule that applies to `user` with `groups` in `namespace` (empty: cluster scope),
+    /// whatever it allows: kube's `RulesFor`, the owner's side of an escalation check.
+    pub fn rules_of<G: AsRef<str>>(&self, user: &str, groups: &[G], namespace: &str) -> Vec<&PolicyRule> {
+        let grants = self
+            .users
+            .get(user)
+            .into_iter()
+            .chain(groups.iter().filter_map(|g| self.groups.get(g.as_ref())));
+        let mut lists: Vec<&Rules> = Vec::new();
+        for g in grants {
+            push_unique(&mut lists, &g.cluster);
+            if !namespace.is_empty()
+                && let Some(namespaced) = g.namespaced.get(namespace)
+            {
+                push_unique(&mut lists, namespaced);
+            }
+        }
+        lists.iter().flat_map(|rules| rules.iter()).collect()
+    }
+
+    /// The rules of the ClusterRole `name`, or of the Role `namespace/name` when `namespace` is
+    /// not empty; `None` when no source defines it.
+    pub fn role_rules(&self, namespace: &str, name: &str) -> Option<&[PolicyRule]> {
+        if namespace.is_empty() {
+            self.cluster_roles.get(name).map(|r| &r[..])
+        } else {
+            self.roles
+                .get(format!("{namespace}/{name}").as_str())
+                .map(|r| &r[..])
+        }
     }
 
     /// How many user and group names have grants (for metrics and logs).
