@@ -26,7 +26,12 @@ use crate::{
     cluster::{Registry, UpstreamOptions},
     config::clusters,
     metrics::{Metrics, RbacSource, Sources},
-    proxy::{Proxy, ProxyOptions, headers::TrustedProxies, upgrade::Streams},
+    proxy::{
+        Proxy, ProxyOptions,
+        headers::{IdentityHeaders, TrustedProxies},
+        limits::UserLimits,
+        upgrade::Streams,
+    },
     server::{self, ServeOptions, probe, tls::ServingCert},
 };
 
@@ -115,6 +120,18 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         )));
     }
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(StartError::Flags)?;
+    let (identity_names, identity_prefixes) = args.identity_headers();
+    let identity_headers = IdentityHeaders::with(&identity_names, &identity_prefixes)
+        .map_err(|e| StartError::Flags(format!("--requestheader-*: {e}")))?;
+    if args.oidc_username_claim != "email" && args.username_prefix().is_empty() {
+        tracing::warn!(
+            claim = %args.oidc_username_claim,
+            "user names come from a claim other than email with no --oidc-username-prefix: a \
+             token's name can equal a User subject that a cluster's RBAC meant for another \
+             authenticator (a client certificate's CN, a static token). Set a prefix such as \
+             --oidc-username-prefix=oidc: and name users with it in RBAC"
+        );
+    }
     let ca_pem = match &args.oidc_ca_file {
         Some(p) => Some(
             std::fs::read(p)
@@ -235,6 +252,12 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
                 Format::Text
             },
             audit_max_body: args.audit_max_body_bytes,
+            identity_headers,
+            limits: UserLimits::new(
+                args.max_requests_inflight_per_user,
+                args.max_long_running_requests_per_user,
+            ),
+            body_timeout: args.request_body_timeout,
         },
         streams: streams.clone(),
     });

@@ -26,6 +26,8 @@ pub struct Finish {
     pub started: Instant,
     pub first_byte: Duration,
     pub guards: Vec<GaugeGuard>,
+    /// The user's in-flight place, given back when the response ends.
+    pub slot: Option<super::limits::UserSlot>,
 }
 
 impl Drop for Finish {

@@ -1,16 +1,22 @@
 //! The one request handler. Each phase is a small function; the handler reads top to bottom as
 //! the life of a request.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::{
     ProxyBody,
-    headers::{self, TrustedProxies},
+    headers::{self, IdentityHeaders, TrustedProxies},
+    inspect,
+    limits::{self, UserLimits},
     record::Ctx,
     route,
     status::{self, status},
@@ -19,20 +25,24 @@ use super::{
 use crate::{
     audit::{
         access_log::{Format, Sink},
-        webhook::{AuditDecision, AuditHandle, omitted_body, precheck_body, request_body_field},
+        webhook::{
+            AuditDecision, AuditHandle, OMITTED_CREDENTIALS, carries_credentials, omitted_body,
+            precheck_body, request_body_field,
+        },
     },
     authn::{Authenticator, User},
     authz::{
         rbac::{Decision, Snapshot},
         request_info::RequestInfo,
+        requester::{self, Refused, Requester, WritePlan},
         reviews::{self, SelfReview, UserView},
     },
-    cluster::{Cluster, Registry, UpstreamError},
+    cluster::{Cluster, Registry, UpstreamError, upstream::UpBody},
     metrics::{self, Metrics},
 };
 
 /// Behaviour switches of the request path, from flags.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ProxyOptions {
     pub trusted_proxies: TrustedProxies,
     /// Send Impersonate-* for the authenticated user (`--impersonate-upstream`).
@@ -42,6 +52,28 @@ pub struct ProxyOptions {
     pub log_format: Format,
     /// Largest JSON body copied into an audit event.
     pub audit_max_body: usize,
+    /// Identity headers a client may never send upstream (front-proxy `X-Remote-*` and more).
+    pub identity_headers: IdentityHeaders,
+    /// Per-user in-flight limits.
+    pub limits: UserLimits,
+    /// The longest the proxy waits for a request body it reads itself.
+    pub body_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            trusted_proxies: TrustedProxies::default(),
+            impersonate: false,
+            extra_user_headers: Vec::new(),
+            extra_user_header_client_ip: false,
+            log_format: Format::default(),
+            audit_max_body: 0,
+            identity_headers: IdentityHeaders::default(),
+            limits: UserLimits::default(),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 pub struct Proxy {
@@ -52,6 +84,12 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     pub opts: ProxyOptions,
     pub streams: Streams,
+}
+
+/// A write checked by a dry run before it is sent (see [`super::inspect`]).
+struct Checked {
+    plan: WritePlan,
+    snapshot: Arc<Snapshot>,
 }
 
 impl Proxy {
@@ -88,17 +126,39 @@ impl Proxy {
                 status(StatusCode::FORBIDDEN, "Forbidden", msg),
             );
         }
+        if !inspect::method_allowed(req.method()) {
+            let msg = format!("method {} is not served", req.method());
+            let resp = status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", &msg);
+            return self.fail(&mut ctx, metrics::Decision::Error, resp);
+        }
+        let upgrade = headers::wants_upgrade(req.version(), req.headers());
+        if upgrade && !headers::upgrade_tokens_allowed(req.headers()) {
+            let msg = "only WebSocket and SPDY/3.1 upgrades are served";
+            return self.fail(&mut ctx, metrics::Decision::Error, bad_request(msg));
+        }
 
         // authorize
-        let upgrade = headers::wants_upgrade(req.version(), req.headers());
         let k8s_path = if route.path.is_empty() { "/" } else { route.path };
         // Exec, attach and port-forward need `create` for any GET as well as for POST: a GET
         // there exists only to be upgraded, and a read-only role must never open a shell.
         let stream_intent = upgrade || req.method() == http::Method::GET;
-        let info = match RequestInfo::parse(req.method().as_str(), k8s_path, route.query, stream_intent) {
+        let mut info = match RequestInfo::parse(req.method().as_str(), k8s_path, route.query, stream_intent) {
             Ok(info) => info,
             Err(e) => return self.fail(&mut ctx, metrics::Decision::Error, bad_request(&e.to_string())),
         };
+        if upgrade {
+            // An upgraded connection carries whatever the far end speaks (a shell through
+            // nodes/proxy, a kubelet, a pod's port): it needs `create`, whatever the method and
+            // path. The one exception is a watch, which kube-apiserver also serves over
+            // WebSocket to browsers: its handler only ever sends watch events.
+            if !info.is_resource_request {
+                let msg = "protocol upgrades are only served on API resources";
+                return self.fail(&mut ctx, metrics::Decision::Error, bad_request(msg));
+            }
+            if !(info.verb == "watch" && info.subresource.is_empty()) {
+                info.verb = "create".into();
+            }
+        }
         ctx.verb = metrics::Verb::from_kube(&info.verb);
         if !cluster.rbac.is_ready() {
             let msg = format!(
@@ -124,6 +184,35 @@ impl Proxy {
                 status::forbidden(&user.name, &info),
             );
         }
+        // The checks kube-apiserver makes inside its handlers with the requester's identity.
+        // With --impersonate-upstream it makes them itself, for the real user.
+        let checked = if self.opts.impersonate {
+            None
+        } else {
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let who = Requester {
+                name: &user.name,
+                groups: &user.groups,
+            };
+            match requester::plan(&info, content_type, who, &snapshot) {
+                Ok(None) => None,
+                Ok(Some(plan)) => Some(Checked {
+                    plan,
+                    snapshot: arc_swap::Guard::into_inner(snapshot),
+                }),
+                Err(refused) => return self.refuse(&mut ctx, &user, &info, refused),
+            }
+        };
+
+        // One user cannot take every seat the proxy's identity has in the cluster.
+        let long = limits::is_long_running(&info, upgrade);
+        match self.opts.limits.acquire(&user.name, long) {
+            Some(slot) => ctx.slot = slot,
+            None => return self.fail(&mut ctx, metrics::Decision::Error, status::too_many_requests()),
+        }
 
         // rewrite + forward
         let upstream_uri = match cluster.upstream.uri_for(route.path, route.query) {
@@ -139,15 +228,45 @@ impl Proxy {
         let watch = info.verb == "watch";
         self.forward(
             req,
-            upgrade,
-            watch,
-            upstream_uri,
+            Forward {
+                upgrade,
+                watch,
+                uri: upstream_uri,
+                checked,
+            },
             &cluster,
             &user,
             &info,
             &mut ctx,
         )
         .await
+    }
+
+    /// A write refused by a requester check: a 403 worded as kube-apiserver's, audited.
+    fn refuse(
+        &self,
+        ctx: &mut Ctx,
+        user: &User,
+        info: &RequestInfo,
+        refused: Refused,
+    ) -> Response<ProxyBody> {
+        tracing::debug!(user = %user.name, verb = %info.verb, resource = %info.resource,
+            request_id = %ctx.request_id, reason = %refused.message, "write refused");
+        self.audit(ctx, user, info, AuditDecision::Deny, None);
+        let mut details = serde_json::json!({ "kind": refused.kind });
+        if !refused.group.is_empty() {
+            details["group"] = refused.group.into();
+        }
+        if !refused.name.is_empty() {
+            details["name"] = refused.name.into();
+        }
+        let resp = status::status_with_details(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &refused.message,
+            Some(details),
+        );
+        self.fail(ctx, metrics::Decision::Deny, resp)
     }
 
     fn context(&self, req: &Request<Incoming>, peer: SocketAddr) -> Ctx {
@@ -163,12 +282,14 @@ impl Proxy {
         Ctx {
             peer,
             uri: req.uri().path_and_query().cloned(),
-            forwarded_for: req.headers().get("x-forwarded-for").cloned(),
+            // Anyone can write X-Forwarded-For: only a trusted proxy's reaches logs and audit.
+            forwarded_for: req.headers().get("x-forwarded-for").filter(|_| trusted).cloned(),
             request_id,
             started: Instant::now(),
             cluster: None,
             verb: metrics::Verb::from_method(req.method()),
             inflight: Some(self.metrics.inflight()),
+            slot: None,
         }
     }
 
@@ -188,12 +309,9 @@ impl Proxy {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         let protobuf = reviews::protobuf::is_protobuf(content_type);
-        let body = match Limited::new(req.into_body(), MAX_REVIEW_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                let resp = bad_request("request body is too large or could not be read");
-                return self.fail(ctx, metrics::Decision::Error, resp);
-            }
+        let body = match inspect::read_body(req.into_body(), MAX_REVIEW_BODY, self.opts.body_timeout).await {
+            Ok(b) => b,
+            Err(e) => return self.body_failed(ctx, &e),
         };
         // kubectl sends protobuf; the answer is JSON, which its Accept header also allows.
         let body = if protobuf {
@@ -242,41 +360,56 @@ impl Proxy {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        upgrade: bool,
-        watch: bool,
-        uri: http::Uri,
+        fwd: Forward,
         cluster: &Arc<Cluster>,
         user: &User,
         info: &RequestInfo,
         ctx: &mut Ctx,
     ) -> Response<ProxyBody> {
+        let Forward {
+            upgrade,
+            watch,
+            uri,
+            checked,
+        } = fwd;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        // The audit event carries small JSON bodies; those are read here and sent on as they
-        // came. Anything else streams through untouched and is marked as omitted.
-        let body = if self.audit.is_some() && info.is_resource_request {
-            match self.audit_body(&parts, body).await {
-                Ok((body, field)) => {
-                    self.audit(ctx, user, info, AuditDecision::Allow, Some(field));
-                    body
+        // A checked write is read whole (bounded, with a deadline): it is sent twice.
+        let (body, audit_field, whole) = if checked.is_some() {
+            match inspect::read_body(body, inspect::MAX_INSPECTED_BODY, self.opts.body_timeout).await {
+                Ok(bytes) => {
+                    let field = self.audit.as_ref().map(|_| {
+                        if carries_credentials(info) {
+                            return omitted_body(OMITTED_CREDENTIALS);
+                        }
+                        let ct = parts
+                            .headers
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok());
+                        request_body_field(ct, &bytes, self.opts.audit_max_body)
+                    });
+                    (Either::Right(Full::new(bytes.clone())), field, Some(bytes))
                 }
-                Err(()) => {
-                    let resp = bad_request("the request body could not be read");
-                    return self.fail(ctx, metrics::Decision::Error, resp);
-                }
+                Err(e) => return self.body_failed(ctx, &e),
+            }
+        } else if self.audit.is_some() && info.is_resource_request {
+            // The audit event carries small JSON bodies; those are read here and sent on as
+            // they came. Anything else streams through untouched and is marked as omitted.
+            match self.audit_body(&parts, body, info).await {
+                Ok((body, field)) => (body, Some(field), None),
+                Err(e) => return self.body_failed(ctx, &e),
             }
         } else {
-            Either::Left(body)
+            (Either::Left(body), None, None)
         };
 
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        headers::clean_request(&mut parts.headers, upgrade);
+        headers::clean_request(&mut parts.headers, upgrade, &self.opts.identity_headers);
         if let Some(xff) = headers::forwarded_for(
             ctx.forwarded_for.as_ref(),
             ctx.peer.ip(),
@@ -296,6 +429,16 @@ impl Proxy {
         {
             return self.fail(ctx, metrics::Decision::Error, bad_request(msg));
         }
+        if let (Some(checked), Some(whole)) = (checked, whole)
+            && let Some(answer) = self
+                .check_write(&parts, whole, &checked, cluster, user, info, ctx)
+                .await
+        {
+            return answer;
+        }
+        if let Some(field) = audit_field {
+            self.audit(ctx, user, info, AuditDecision::Allow, Some(field));
+        }
         let up_req = Request::from_parts(parts, body);
 
         let mut resp = match cluster.upstream.send(up_req).await {
@@ -307,12 +450,85 @@ impl Proxy {
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (Some(client_upgrade), true) = (client_upgrade, switched) {
             let server_upgrade = hyper::upgrade::on(&mut resp);
-            let guard = self.metrics.upgraded_stream_opened();
+            let guard = (self.metrics.upgraded_stream_opened(), ctx.slot.take());
             self.streams
                 .splice(client_upgrade, server_upgrade, cluster.name.clone(), guard);
         }
         headers::clean_response(resp.headers_mut(), upgrade && switched);
         self.observe(ctx, resp, watch)
+    }
+
+    /// Dry-runs a checked write and checks its result for the user. `Some(answer)` ends the
+    /// request: a refusal, or the dry run's own failure (what the write would have answered).
+    #[allow(clippy::too_many_arguments)]
+    async fn check_write(
+        &self,
+        parts: &http::request::Parts,
+        whole: Bytes,
+        checked: &Checked,
+        cluster: &Arc<Cluster>,
+        user: &User,
+        info: &RequestInfo,
+        ctx: &mut Ctx,
+    ) -> Option<Response<ProxyBody>> {
+        let dry = match inspect::dry_run(cluster, parts, whole, self.opts.body_timeout).await {
+            Ok(d) => d,
+            Err(inspect::DryRunError::Upstream(e)) => return Some(self.upstream_failed(ctx, cluster, e)),
+            Err(inspect::DryRunError::Body(e)) => {
+                tracing::warn!(cluster = %cluster.name, request_id = %ctx.request_id, error = %e, "dry run failed");
+                let msg = format!(
+                    "the request to the API server of cluster {:?} failed",
+                    cluster.name
+                );
+                let resp = status(StatusCode::BAD_GATEWAY, "InternalError", &msg);
+                return Some(self.fail(ctx, metrics::Decision::Error, resp));
+            }
+        };
+        if !dry.status.is_success() {
+            // What the write itself would have answered (conflict, invalid, not found ...).
+            self.audit(ctx, user, info, AuditDecision::Allow, None);
+            self.log_success(ctx, user, dry.status.as_u16());
+            let mut resp = Response::new(Either::Right(Full::new(dry.body)));
+            *resp.status_mut() = dry.status;
+            if let Some(ct) = dry.content_type {
+                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            return Some(self.local_success(ctx, resp));
+        }
+        let object: serde_json::Value = match serde_json::from_slice(&dry.body) {
+            Ok(v) => v,
+            Err(_) => {
+                tracing::warn!(cluster = %cluster.name, request_id = %ctx.request_id, "dry run answer is not JSON");
+                let msg = format!(
+                    "the request to the API server of cluster {:?} failed",
+                    cluster.name
+                );
+                let resp = status(StatusCode::BAD_GATEWAY, "InternalError", &msg);
+                return Some(self.fail(ctx, metrics::Decision::Error, resp));
+            }
+        };
+        let who = Requester {
+            name: &user.name,
+            groups: &user.groups,
+        };
+        let created = dry.status == StatusCode::CREATED;
+        match requester::check(&checked.plan, info, created, &object, who, &checked.snapshot) {
+            Ok(()) => None,
+            Err(refused) => Some(self.refuse(ctx, user, info, refused)),
+        }
+    }
+
+    fn body_failed(&self, ctx: &mut Ctx, e: &inspect::BodyError) -> Response<ProxyBody> {
+        let resp = match e {
+            inspect::BodyError::TooLarge(_) => status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &e.to_string(),
+            ),
+            inspect::BodyError::Timeout(_) => status(StatusCode::REQUEST_TIMEOUT, "Timeout", &e.to_string()),
+            inspect::BodyError::Failed => bad_request(&e.to_string()),
+        };
+        self.fail(ctx, metrics::Decision::Error, resp)
     }
 
     /// Reads a small JSON body for the audit event; returns the body to send upstream and the
@@ -321,13 +537,11 @@ impl Proxy {
         &self,
         parts: &http::request::Parts,
         body: Incoming,
-    ) -> Result<
-        (
-            crate::cluster::upstream::UpBody,
-            (serde_json::Value, Option<&'static str>),
-        ),
-        (),
-    > {
+        info: &RequestInfo,
+    ) -> Result<(UpBody, AuditBody), inspect::BodyError> {
+        if carries_credentials(info) {
+            return Ok((Either::Left(body), omitted_body(OMITTED_CREDENTIALS)));
+        }
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -347,11 +561,7 @@ impl Proxy {
         if let Some(reason) = skip {
             return Ok((Either::Left(body), omitted_body(reason)));
         }
-        let bytes = Limited::new(body, limit.max(1))
-            .collect()
-            .await
-            .map_err(|_| ())?
-            .to_bytes();
+        let bytes = inspect::read_body(body, limit.max(1), self.opts.body_timeout).await?;
         let field = request_body_field(content_type, &bytes, limit);
         Ok((Either::Right(Full::new(bytes)), field))
     }
@@ -384,8 +594,20 @@ impl Proxy {
     }
 }
 
-/// Self-review bodies are small JSON objects; anything bigger is refused.
-const MAX_REVIEW_BODY: usize = 1 << 20;
+/// Self-review bodies are small objects (a few hundred bytes from kubectl); anything bigger is
+/// refused before it is all read.
+const MAX_REVIEW_BODY: usize = 64 << 10;
+
+/// The `request_body` field of an audit event and why it was left out, if it was.
+type AuditBody = (serde_json::Value, Option<&'static str>);
+
+/// How the request leaves, decided by the handler.
+struct Forward {
+    upgrade: bool,
+    watch: bool,
+    uri: http::Uri,
+    checked: Option<Checked>,
+}
 
 fn bad_request(msg: &str) -> Response<ProxyBody> {
     status(StatusCode::BAD_REQUEST, "BadRequest", msg)

@@ -29,6 +29,91 @@ pub fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11 && headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
 }
 
+/// The upgrade protocols kubectl and client-go use: WebSocket (exec, attach, port-forward since
+/// 1.30, and watches from browsers) and SPDY/3.1. Anything else (`h2c`, a made-up token) would
+/// hand the client a raw connection to something the proxy does not understand.
+const UPGRADE_TOKENS: [&str; 2] = ["websocket", "spdy/3.1"];
+
+/// True when every protocol an upgrade request offers is one the proxy forwards.
+pub fn upgrade_tokens_allowed(headers: &HeaderMap) -> bool {
+    let mut any = false;
+    for v in headers.get_all(header::UPGRADE) {
+        let Ok(v) = v.to_str() else { return false };
+        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            any = true;
+            if !UPGRADE_TOKENS.iter().any(|ok| token.eq_ignore_ascii_case(ok)) {
+                return false;
+            }
+        }
+    }
+    any
+}
+
+/// Headers that an API server (or an authenticating front proxy before it) reads as the
+/// requester's identity, beyond `Authorization` and `Impersonate-*`: kube-apiserver's
+/// request-header authenticator trusts `X-Remote-User`, `X-Remote-Group`, `X-Remote-Uid` and
+/// `X-Remote-Extra-*` from a client certificate of its front-proxy CA, which may be exactly the
+/// credential the proxy holds. They never pass, whoever sends them.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// Lowercase header names removed outright.
+    names: Vec<HeaderName>,
+    /// Lowercase prefixes: every header starting with one is removed.
+    prefixes: Vec<String>,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            names: ["x-remote-user", "x-remote-group", "x-remote-uid"]
+                .into_iter()
+                .map(HeaderName::from_static)
+                .collect(),
+            prefixes: vec!["x-remote-extra-".into()],
+        }
+    }
+}
+
+impl IdentityHeaders {
+    /// The defaults plus the names and prefixes configured for the clusters' request-header
+    /// authenticators (kube-apiserver's `--requestheader-*-headers` and
+    /// `--requestheader-extra-headers-prefix`).
+    pub fn with(names: &[String], prefixes: &[String]) -> Result<Self, String> {
+        let mut me = Self::default();
+        for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            let name = HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("invalid header name {n:?}"))?;
+            if !me.names.contains(&name) {
+                me.names.push(name);
+            }
+        }
+        for p in prefixes.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            HeaderName::from_bytes(p.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("invalid header prefix {p:?}"))?;
+            let p = p.to_ascii_lowercase();
+            if !me.prefixes.contains(&p) {
+                me.prefixes.push(p);
+            }
+        }
+        Ok(me)
+    }
+
+    fn matches(&self, name: &HeaderName) -> bool {
+        self.names.contains(name)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| name.as_str().starts_with(p.as_str()))
+    }
+
+    /// Every name and prefix (`X-Remote-Extra-*`), for the README and logs.
+    pub fn describe(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.names.iter().map(|n| n.as_str().to_string()).collect();
+        all.extend(self.prefixes.iter().map(|p| format!("{p}*")));
+        all
+    }
+}
+
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
@@ -76,7 +161,7 @@ fn is_impersonation(name: &HeaderName) -> bool {
 
 /// Cleans a client request's headers before it goes upstream. `upgrade` keeps `Connection:
 /// Upgrade` and `Upgrade`, which the API server needs to switch protocols.
-pub fn clean_request(headers: &mut HeaderMap, upgrade: bool) {
+pub fn clean_request(headers: &mut HeaderMap, upgrade: bool, identity: &IdentityHeaders) {
     remove_connection_named(headers);
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -88,8 +173,14 @@ pub fn clean_request(headers: &mut HeaderMap, upgrade: bool) {
     }
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
-    let impersonation: Vec<HeaderName> = headers.keys().filter(|k| is_impersonation(k)).cloned().collect();
-    for name in impersonation {
+    // Collected first (an empty Vec does not allocate): a HeaderMap cannot be edited while its
+    // keys are walked.
+    let identity: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_impersonation(k) || identity.matches(k))
+        .cloned()
+        .collect();
+    for name in identity {
         headers.remove(name);
     }
     strip_ws_bearer(headers);
@@ -317,12 +408,67 @@ mod tests {
             ("accept", "application/json"),
         ]);
         assert!(has_impersonation(&h));
-        clean_request(&mut h, false);
+        clean_request(&mut h, false, &IdentityHeaders::default());
         assert!(!has_impersonation(&h));
         assert!(h.get("authorization").is_none());
         assert!(h.get("host").is_none());
         assert_eq!(h.get("sec-websocket-protocol").unwrap(), "v5.channel.k8s.io");
         assert_eq!(h.get("accept").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn front_proxy_identity_headers_never_pass() {
+        let mut h = map(&[
+            ("X-Remote-User", "admin"),
+            ("x-remote-group", "system:masters"),
+            ("X-Remote-Uid", "0"),
+            ("X-Remote-Extra-Scopes", "all"),
+            ("x-remote-extra-", "x"),
+            ("X-Auth-User", "admin"),
+            ("X-Auth-Extra-Team", "ops"),
+            ("x-remote-other", "kept"),
+            ("accept", "application/json"),
+        ]);
+        let rules = IdentityHeaders::with(&["X-Auth-User".into()], &["X-Auth-Extra-".into()]).unwrap();
+        clean_request(&mut h, false, &rules);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["accept", "x-remote-other"]);
+        // The defaults alone still strip X-Remote-*; a configured name never replaces them.
+        let mut h = map(&[("x-remote-user", "a"), ("x-auth-user", "b")]);
+        clean_request(&mut h, false, &IdentityHeaders::default());
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-auth-user"]);
+        assert!(IdentityHeaders::with(&["bad header".into()], &[]).is_err());
+        assert_eq!(
+            IdentityHeaders::default().describe(),
+            [
+                "x-remote-user",
+                "x-remote-group",
+                "x-remote-uid",
+                "x-remote-extra-*"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_websocket_and_spdy_upgrades() {
+        for ok in [
+            "websocket",
+            "WebSocket",
+            "SPDY/3.1",
+            "spdy/3.1",
+            "websocket, SPDY/3.1",
+        ] {
+            assert!(upgrade_tokens_allowed(&map(&[("upgrade", ok)])), "{ok}");
+        }
+        for bad in ["h2c", "websocket, h2c", "SPDY/3", "TLS/1.2", "", ","] {
+            assert!(!upgrade_tokens_allowed(&map(&[("upgrade", bad)])), "{bad:?}");
+        }
+        assert!(!upgrade_tokens_allowed(&map(&[
+            ("upgrade", "websocket"),
+            ("upgrade", "h2c")
+        ])));
+        assert!(!upgrade_tokens_allowed(&map(&[])));
     }
 
     #[test]
@@ -337,7 +483,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-keep", "1"),
         ]);
-        clean_request(&mut h, false);
+        clean_request(&mut h, false, &IdentityHeaders::default());
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
     }
@@ -351,7 +497,7 @@ mod tests {
         ]);
         assert!(wants_upgrade(Version::HTTP_11, &h));
         assert!(!wants_upgrade(Version::HTTP_2, &h));
-        clean_request(&mut h, true);
+        clean_request(&mut h, true, &IdentityHeaders::default());
         assert_eq!(h.get("connection").unwrap(), "Upgrade");
         assert_eq!(h.get("upgrade").unwrap(), "SPDY/3.1");
         assert_eq!(h.get("x-stream-protocol-version").unwrap(), "v4");

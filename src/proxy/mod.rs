@@ -4,6 +4,8 @@
 pub mod body;
 pub mod handler;
 pub mod headers;
+pub mod inspect;
+pub mod limits;
 mod record;
 pub mod route;
 pub mod status;

@@ -37,6 +37,8 @@ pub(super) struct Ctx {
     /// The method's verb until the request is parsed, then the Kubernetes verb.
     pub verb: Verb,
     pub inflight: Option<GaugeGuard>,
+    /// The user's in-flight place, once taken; held until the response (or stream) ends.
+    pub slot: Option<super::limits::UserSlot>,
 }
 
 impl Ctx {
@@ -111,6 +113,7 @@ impl Proxy {
         self.metrics
             .request_done(ctx.cluster.as_ref(), ctx.verb, code, decision, elapsed, elapsed);
         ctx.inflight.take();
+        ctx.slot.take();
         set_audit_id(&mut resp, &ctx.request_id);
         resp
     }
@@ -127,6 +130,7 @@ impl Proxy {
             elapsed,
         );
         ctx.inflight.take();
+        ctx.slot.take();
         set_audit_id(&mut resp, &ctx.request_id);
         resp
     }
@@ -152,6 +156,7 @@ impl Proxy {
             started: ctx.started,
             first_byte: ctx.started.elapsed(),
             guards,
+            slot: ctx.slot.take(),
         };
         Response::from_parts(parts, Either::Left(Observed::new(body, finish)))
     }

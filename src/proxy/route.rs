@@ -40,6 +40,11 @@ pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, Rou
     if k8s_path.split('/').any(is_dot_segment) {
         return Err(RouteError::DotSegment);
     }
+    // `x%2F..%2Fy` is one segment here but `x/../y` to a front end or API server that decodes
+    // before it normalises: look again at the decoded path, where `%2F` is a separator.
+    if k8s_path.contains('%') && has_decoded_dot_segment(k8s_path.as_bytes()) {
+        return Err(RouteError::DotSegment);
+    }
     Ok(Route {
         cluster,
         path: k8s_path,
@@ -66,6 +71,55 @@ fn is_dot_segment(seg: &str) -> bool {
         }
     }
     dots > 0
+}
+
+/// True when percent-decoding `raw` (once, as Go's `url.PathUnescape` would) yields a `.` or `..`
+/// segment. Bad escapes are left as they are: the request parser refuses them later.
+fn has_decoded_dot_segment(raw: &[u8]) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut segment_dots = 0usize;
+    let mut segment_len = 0usize;
+    let mut i = 0;
+    loop {
+        let byte = match raw.get(i) {
+            None => None,
+            Some(b'%') => match (
+                raw.get(i + 1).and_then(|b| hex(*b)),
+                raw.get(i + 2).and_then(|b| hex(*b)),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    i += 3;
+                    Some(hi << 4 | lo)
+                }
+                _ => {
+                    i += 1;
+                    Some(b'%')
+                }
+            },
+            Some(b) => {
+                i += 1;
+                Some(*b)
+            }
+        };
+        match byte {
+            None | Some(b'/') => {
+                if segment_len > 0 && segment_len == segment_dots && segment_dots <= 2 {
+                    return true;
+                }
+                if byte.is_none() {
+                    return false;
+                }
+                segment_dots = 0;
+                segment_len = 0;
+            }
+            Some(b) => {
+                segment_len += 1;
+                if b == b'.' {
+                    segment_dots += 1;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +168,11 @@ mod tests {
             "/k8s/%2e%2E/x",
             "/k8s/api/.%2e",
             "/k8s/..",
+            // Decoded, `%2F` is a separator: these climb out of the authorized path.
+            "/k8s/api/v1/namespaces/dev/pods/x%2F..%2F..%2F..%2Fsecrets",
+            "/k8s/api/v1/namespaces/dev/pods/x%2f%2e%2e%2fy",
+            "/k8s/api/v1/namespaces/dev/pods/a%2F.",
+            "/k8s/api/%2E%2E%2Fv1",
         ] {
             assert_eq!(parse(bad, None), Err(RouteError::DotSegment), "{bad}");
         }
@@ -124,6 +183,8 @@ mod tests {
             "/k8s/a.",
             "/k8s/%2ex",
             "/k8s/%2f",
+            "/k8s/api/v1/namespaces/dev/configmaps/a%2F...%2Fb",
+            "/k8s/api/v1/namespaces/dev/configmaps/a%2F.b",
             "/k8s/%2",
             "/k8s/%",
         ] {

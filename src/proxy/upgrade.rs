@@ -8,8 +8,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::metrics::GaugeGuard;
-
 /// Upgraded streams outlive the request that opened them; they are tracked so shutdown can wait
 /// for them and, at its deadline, close them.
 #[derive(Clone, Default)]
@@ -20,8 +18,15 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// `guard` keeps the open-streams gauge up for as long as the stream lives.
-    pub fn splice(&self, client: OnUpgrade, server: OnUpgrade, cluster: Arc<str>, guard: GaugeGuard) {
+    /// `guard` (the open-streams gauge, the user's in-flight place) is held for as long as the
+    /// stream lives.
+    pub fn splice(
+        &self,
+        client: OnUpgrade,
+        server: OnUpgrade,
+        cluster: Arc<str>,
+        guard: impl Send + 'static,
+    ) {
         let close = self.close.clone();
         self.tracker.spawn(async move {
             let _guard = guard;

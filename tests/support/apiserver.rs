@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::objects::Store;
@@ -271,6 +271,10 @@ impl ApiShared {
 
     fn route(&self, req: &Recorded) -> Response<Body> {
         let (path, query) = req.uri.split_once('?').unwrap_or((&req.uri, ""));
+        let dry_run = query.split('&').any(|kv| kv == "dryRun=All");
+        if dry_run && matches!(req.method.as_str(), "POST" | "PUT" | "PATCH") {
+            return dry_run_echo(req, path);
+        }
         if let Some(resp) = self.store.handle(&req.method, path, query) {
             return resp;
         }
@@ -352,6 +356,19 @@ impl ApiShared {
         });
         resp.body(full(Bytes::new())).expect("valid 101 response")
     }
+}
+
+/// A dry run answered as kube-apiserver would for an object that is the request body (enough for
+/// the proxy's checks; patch semantics are the real ring's business): 201 for a create, and for
+/// PUT or PATCH 201 when the object "does not exist yet" (its name starts with `new`), else 200.
+fn dry_run_echo(req: &Recorded, path: &str) -> Response<Body> {
+    let mut object: Value = serde_json::from_slice(&req.body).unwrap_or_else(|_| json!({}));
+    let last = path.rsplit('/').next().unwrap_or("");
+    if req.method != "POST" && object.pointer("/metadata/name").is_none() {
+        object["metadata"] = json!({"name": last});
+    }
+    let created = req.method == "POST" || last.starts_with("new");
+    json(if created { 201 } else { 200 }, &object)
 }
 
 fn is_store_request(r: &Recorded) -> bool {

@@ -1,0 +1,530 @@
+//! A narrow grant never reaches further through the proxy's own credentials: each test is one
+//! class of way out (upgrades, identity headers, RBAC escalation, create through PUT or apply,
+//! encoded paths, forged log fields, one user starving the rest), tried as an attacker would,
+//! with the fake API server recording what actually reached it.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+use support::apiserver::{FakeApi, apiserver};
+use support::client::collect;
+use support::full;
+use support::issuer::{Issuer, KeyKind, issuer};
+use support::objects::{cluster_role, namespace, role_binding, user};
+use support::proxy::{Cred, TestProxy, proxy};
+
+async fn setup(args: &[&str]) -> (Issuer, FakeApi, TestProxy) {
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    let api = apiserver().name("k8s").run().await;
+    api.store().put("namespaces", namespace("dev"));
+    let mut b = proxy(&iss).arg("--oidc-signing-algs=ES256").cluster(
+        "k8s",
+        &api,
+        "",
+        Cred::Token("proxy-token".into()),
+    );
+    for a in args {
+        b = b.arg(a);
+    }
+    (iss, api, b.run().await)
+}
+
+/// Sends one request on a fresh connection: (status, headers, body).
+async fn send(
+    p: &TestProxy,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, http::HeaderMap, Value) {
+    let mut conn = p.conn().await;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = conn
+        .send(req.body(full(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = collect(body).await;
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (parts.status, parts.headers, v)
+}
+
+const WS: [(&str, &str); 5] = [
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-protocol", "v5.channel.k8s.io"),
+];
+
+/// Requests the fake received from users (not the proxy's own list/watch traffic).
+fn user_paths(api: &FakeApi) -> Vec<String> {
+    api.user_requests()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_upgrade_needs_create_whatever_the_method_and_path() {
+    let (iss, api, p) = setup(&[]).await;
+    let watcher = iss.token().sub("wes").groups(&["k8s:watcher"]).sign();
+    let exec_role = iss
+        .token()
+        .sub("eve")
+        .groups(&["k8s:developer-exec-portforward"])
+        .sign();
+    let devops = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
+
+    // A read-only role: no shell through the kubelet, a pod's or a service's proxy, or exec.
+    for path in [
+        "/k8s/api/v1/nodes/n1/proxy/exec/dev/web/c?command=sh&input=1&output=1",
+        "/k8s/api/v1/namespaces/dev/pods/web/proxy/ws",
+        "/k8s/api/v1/namespaces/dev/services/web:80/proxy/socket",
+        "/k8s/api/v1/namespaces/dev/pods/web/exec?command=sh",
+        "/k8s/api/v1/namespaces/dev/pods/web/attach",
+    ] {
+        for method in ["GET", "POST"] {
+            let (code, _, body) = send(&p, method, path, &watcher, &WS, "").await;
+            assert_eq!(code, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot create resource"),
+                "{body}"
+            );
+        }
+    }
+    // The same plain GET through nodes/proxy is a read, and the watcher may read.
+    let (code, _, _) = send(&p, "GET", "/k8s/api/v1/nodes/n1/proxy/healthz", &watcher, &[], "").await;
+    assert_eq!(code, StatusCode::OK);
+    // A WebSocket watch is served as a watch (kube-apiserver serves watches to browsers so).
+    let (code, _, _) = send(
+        &p,
+        "GET",
+        "/k8s/api/v1/namespaces/dev/pods?watch=1",
+        &watcher,
+        &WS,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
+    let before = user_paths(&api).len();
+
+    // The exec role opens its shell, and only there.
+    let (code, _, _) = send(
+        &p,
+        "GET",
+        "/k8s/api/v1/namespaces/dev/pods/web/exec?command=sh",
+        &exec_role,
+        &WS,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
+    let (code, _, _) = send(
+        &p,
+        "GET",
+        "/k8s/api/v1/nodes/n1/proxy/exec/dev/web/c",
+        &exec_role,
+        &WS,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+
+    // Only WebSocket and SPDY/3.1 are ever upgraded, even for devops; nothing reaches upstream.
+    let after_exec = user_paths(&api).len();
+    assert_eq!(after_exec, before + 1);
+    for token in ["h2c", "websocket, h2c", "TLS/1.0"] {
+        let headers = [("connection", "Upgrade"), ("upgrade", token)];
+        let (code, _, body) = send(
+            &p,
+            "GET",
+            "/k8s/api/v1/namespaces/dev/pods/web/exec",
+            &devops,
+            &headers,
+            "",
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{token}: {body}");
+    }
+    // No upgrade on a non-resource path; no methods kube-apiserver does not serve.
+    let (code, _, _) = send(&p, "GET", "/k8s/version", &devops, &WS, "").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _, _) = send(&p, "TRACE", "/k8s/api/v1/namespaces", &devops, &[], "").await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(user_paths(&api).len(), after_exec, "{:?}", user_paths(&api));
+}
+
+#[tokio::test]
+async fn identity_headers_never_reach_the_cluster() {
+    let (iss, api, p) = setup(&[
+        "--requestheader-username-headers=X-Auth-User",
+        "--requestheader-extra-headers-prefix=X-Auth-Extra-",
+    ])
+    .await;
+    let t = iss.token().sub("ann").groups(&["k8s:devops"]).sign();
+    let headers = [
+        ("X-Remote-User", "system:admin"),
+        ("X-Remote-Group", "system:masters"),
+        ("X-Remote-Uid", "0"),
+        ("X-Remote-Extra-Scopes", "all"),
+        ("X-Auth-User", "admin"),
+        ("X-Auth-Extra-Team", "root"),
+        ("X-Request-Id", "kept"),
+    ];
+    let (code, _, _) = send(&p, "GET", "/k8s/api/v1/namespaces/dev/pods", &t, &headers, "").await;
+    assert_eq!(code, StatusCode::OK);
+    let got = api.last();
+    let names: Vec<&str> = got.headers.keys().map(|k| k.as_str()).collect();
+    for gone in [
+        "x-remote-user",
+        "x-remote-group",
+        "x-remote-uid",
+        "x-remote-extra-scopes",
+        "x-auth-user",
+        "x-auth-extra-team",
+    ] {
+        assert!(!names.contains(&gone), "{gone} reached the cluster: {names:?}");
+    }
+    assert_eq!(got.header("x-request-id"), Some("kept"));
+    assert_eq!(got.header("authorization"), Some("Bearer proxy-token"));
+}
+
+/// Loads RBAC into the fake cluster: ann may write Roles and RoleBindings in dev and read pods
+/// there; bob may additionally bind `view`.
+async fn rbac_cluster(api: &FakeApi) {
+    let s = api.store();
+    s.put(
+        "clusterroles",
+        cluster_role(
+            "rbac-writer",
+            json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+                    "verbs": ["create", "update", "patch", "get"]},
+                   {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                   {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update", "patch"]}]),
+        ),
+    );
+    s.put(
+        "clusterroles",
+        cluster_role(
+            "cluster-admin",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+        ),
+    );
+    s.put(
+        "clusterroles",
+        cluster_role(
+            "view",
+            json!([{"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["get"]}]),
+        ),
+    );
+    s.put(
+        "clusterroles",
+        cluster_role("bind-view", json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["view"]}])),
+    );
+    for who in ["ann", "bob"] {
+        s.put(
+            "rolebindings",
+            role_binding(
+                "dev",
+                &format!("{who}-w"),
+                "ClusterRole",
+                "rbac-writer",
+                json!([user(who)]),
+            ),
+        );
+    }
+    s.put(
+        "rolebindings",
+        role_binding(
+            "dev",
+            "bob-bind",
+            "ClusterRole",
+            "bind-view",
+            json!([user("bob")]),
+        ),
+    );
+}
+
+#[tokio::test]
+async fn rbac_escalation_is_checked_for_the_user_before_the_write() {
+    let (iss, api, p) = setup(&[]).await;
+    rbac_cluster(&api).await;
+    let ann = iss.token().sub("ann").sign();
+    let bob = iss.token().sub("bob").sign();
+    let path = "/k8s/apis/rbac.authorization.k8s.io/v1/namespaces/dev/rolebindings";
+    let binding = |role: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "mine", "namespace": "dev"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+               "subjects": [{"kind": "User", "name": "ann"}]})
+        .to_string()
+    };
+    let ct = [("content-type", "application/json")];
+    // Wait for the proxy to see the cluster's RBAC.
+    for _ in 0..100 {
+        if p.get("/k8s/api/v1/namespaces/dev/pods", Some(&ann)).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.clear_requests();
+
+    let (code, _, body) = send(&p, "POST", path, &ann, &ct, &binding("cluster-admin")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("rolebindings.rbac.authorization.k8s.io \"mine\" is forbidden: user \"ann\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("attempting to grant RBAC permissions not currently held"),
+        "{msg}"
+    );
+    // Only the dry run reached the cluster.
+    let seen = user_paths(&api);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].ends_with("?dryRun=All"), "{seen:?}");
+
+    // view grants secrets ann does not hold; bob may bind view by name.
+    let (code, _, _) = send(&p, "POST", path, &ann, &ct, &binding("view")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    api.clear_requests();
+    let (code, _, _) = send(&p, "POST", path, &bob, &ct, &binding("view")).await;
+    assert_eq!(code, StatusCode::OK, "the fake echoes the real write with 200");
+    let seen = user_paths(&api);
+    assert_eq!(seen.len(), 2, "dry run, then the write: {seen:?}");
+    assert!(!seen[1].contains("dryRun"), "{seen:?}");
+    assert_eq!(api.last().body, binding("view").as_bytes());
+
+    // A Role granting what ann holds is fine; one granting more is not, by POST, PUT or apply.
+    let roles = "/k8s/apis/rbac.authorization.k8s.io/v1/namespaces/dev/roles";
+    let role = |res: &str| {
+        json!({"kind": "Role", "metadata": {"name": "r", "namespace": "dev"},
+               "rules": [{"apiGroups": [""], "resources": [res], "verbs": ["get"]}]})
+        .to_string()
+    };
+    assert_eq!(
+        send(&p, "POST", roles, &ann, &ct, &role("pods")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&p, "POST", roles, &ann, &ct, &role("secrets")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&p, "PUT", &format!("{roles}/r"), &ann, &ct, &role("secrets"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let apply = [("content-type", "application/apply-patch+yaml")];
+    assert_eq!(
+        send(
+            &p,
+            "PATCH",
+            &format!("{roles}/r?fieldManager=kubectl"),
+            &ann,
+            &apply,
+            &role("secrets")
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn put_and_apply_create_nothing_without_create() {
+    let (iss, api, p) = setup(&[]).await;
+    rbac_cluster(&api).await;
+    let ann = iss.token().sub("ann").sign();
+    for _ in 0..100 {
+        if p.get("/k8s/api/v1/namespaces/dev/pods", Some(&ann)).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cm = |name: &str| json!({"kind": "ConfigMap", "metadata": {"name": name}}).to_string();
+    let base = "/k8s/api/v1/namespaces/dev/configmaps";
+    let json_ct = [("content-type", "application/json")];
+    let apply = [("content-type", "application/apply-patch+yaml")];
+    // ann may update and patch configmaps, never create them: the fake's dry run says a
+    // `new...` object would be created.
+    let (code, _, body) = send(
+        &p,
+        "PUT",
+        &format!("{base}/new-cm"),
+        &ann,
+        &json_ct,
+        &cm("new-cm"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        body["message"],
+        "configmaps \"new-cm\" is forbidden: User \"ann\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"dev\""
+    );
+    let (code, _, _) = send(
+        &p,
+        "PATCH",
+        &format!("{base}/new-cm?fieldManager=k"),
+        &ann,
+        &apply,
+        &cm("new-cm"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    // Updating an existing object is what ann's grant is for.
+    assert_eq!(
+        send(&p, "PUT", &format!("{base}/old"), &ann, &json_ct, &cm("old"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &p,
+            "PATCH",
+            &format!("{base}/old?fieldManager=k"),
+            &ann,
+            &apply,
+            &cm("old")
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    // A merge patch cannot create: no dry run at all.
+    api.clear_requests();
+    let merge = [("content-type", "application/merge-patch+json")];
+    assert_eq!(
+        send(&p, "PATCH", &format!("{base}/old"), &ann, &merge, "{}")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(user_paths(&api).len(), 1);
+}
+
+#[tokio::test]
+async fn encoded_dot_segments_are_refused_before_anything_is_sent() {
+    let (iss, api, p) = setup(&[]).await;
+    let t = iss.token().sub("ann").groups(&["k8s:developer:dev"]).sign();
+    api.clear_requests();
+    for path in [
+        "/k8s/api/v1/namespaces/dev/pods/x%2F..%2F..%2F..%2Fsecrets",
+        "/k8s/api/v1/namespaces/dev/pods/x%2f%2e%2e%2f%2e%2e%2fconfigmaps",
+        "/k8s/api/v1/namespaces/dev/pods/%2E%2E",
+    ] {
+        let (code, _, body) = send(&p, "GET", path, &t, &[], "").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+    assert!(user_paths(&api).is_empty(), "{:?}", user_paths(&api));
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let t_headers = [("x-forwarded-for", "203.0.113.9] AuSuccess src:[forged")];
+    let (iss, _api, p) = setup(&[]).await;
+    let t = iss.token().sub("ann").groups(&["k8s:devops"]).sign();
+    send(&p, "GET", "/k8s/api/v1/namespaces", &t, &t_headers, "").await;
+    let line = p.wait_log("AuSuccess").await;
+    assert!(
+        line.contains("src:[127.0.0.1 / ]"),
+        "untrusted X-Forwarded-For was logged: {line}"
+    );
+    assert_eq!(line.matches("AuSuccess").count(), 1, "{line}");
+
+    let (iss, _api, p) = setup(&["--trusted-proxies=127.0.0.1"]).await;
+    let t = iss.token().sub("ann").groups(&["k8s:devops"]).sign();
+    send(&p, "GET", "/k8s/api/v1/namespaces", &t, &t_headers, "").await;
+    let line = p.wait_log("AuSuccess").await;
+    assert!(
+        line.contains("src:[127.0.0.1 / 203.0.113.9\\x5d\\x20AuSuccess\\x20src:\\x5bforged]"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn one_user_cannot_take_every_seat() {
+    let (iss, api, p) = setup(&["--max-long-running-requests-per-user=1"]).await;
+    let ann = iss.token().sub("ann").groups(&["k8s:devops"]).sign();
+    let bob = iss.token().sub("bob").groups(&["k8s:devops"]).sign();
+    let watch = "/k8s/api/v1/namespaces/dev/configmaps?watch=1";
+    let mut first = p.conn().await;
+    let resp = first
+        .get(watch, &[("authorization", &format!("Bearer {ann}"))])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (code, headers, body) = send(&p, "GET", watch, &ann, &[], "").await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    assert_eq!(body["reason"], "TooManyRequests");
+    // Short requests and other users are not affected.
+    assert_eq!(
+        send(&p, "GET", "/k8s/api/v1/namespaces", &ann, &[], "").await.0,
+        StatusCode::OK
+    );
+    let mut other = p.conn().await;
+    let resp2 = other
+        .get(watch, &[("authorization", &format!("Bearer {bob}"))])
+        .await
+        .unwrap();
+    assert_eq!(resp2.status(), StatusCode::OK);
+    // The place comes back when the stream ends.
+    drop(resp);
+    drop(first);
+    api.close_watches();
+    let mut freed = None;
+    for _ in 0..100 {
+        let mut c = p.conn().await;
+        let r = c
+            .get(watch, &[("authorization", &format!("Bearer {ann}"))])
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            freed = Some((c, r));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed.is_some(), "the first watch's place was never given back");
+    drop(resp2);
+}
+
+#[tokio::test]
+async fn self_review_bodies_are_small() {
+    let (iss, _api, p) = setup(&[]).await;
+    let t = iss.token().sub("ann").groups(&["k8s:devops"]).sign();
+    let big = format!(
+        r#"{{"kind":"SelfSubjectAccessReview","spec":{{"resourceAttributes":{{"name":"{}"}}}}}}"#,
+        "x".repeat(70_000)
+    );
+    let path = "/k8s/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let (code, _, body) = send(
+        &p,
+        "POST",
+        path,
+        &t,
+        &[("content-type", "application/json")],
+        &big,
+    )
+    .await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+}
