@@ -246,3 +246,87 @@ async fn groups_claim_and_prefixes_follow_the_flags() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Times at the far ends of what JSON numbers can say never panic anywhere (cache expiry,
+/// skew arithmetic): a far-future `exp` is simply valid (and cached for at most the cache's
+/// own limit), far-future `nbf` and `iat` are refused, and absurd past values change nothing.
+#[tokio::test]
+async fn extreme_claim_times_never_panic() {
+    let iss = issuer().run().await;
+    let a = apiserver().name("a").run().await;
+    let p = proxy(&iss)
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let ok = [
+        (
+            "exp 1e300",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("exp", json!(1e300))
+                .sign(),
+        ),
+        (
+            "exp u64::MAX",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("exp", json!(u64::MAX))
+                .sign(),
+        ),
+        (
+            "nbf -1e300",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("nbf", json!(-1e300))
+                .sign(),
+        ),
+        (
+            "iat -1e300",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("iat", json!(-1e300))
+                .sign(),
+        ),
+    ];
+    for (what, token) in ok {
+        // Twice: the second answer comes from the token cache.
+        for _ in 0..2 {
+            let (code, _, _) = p.get("/a/api/v1/pods", Some(&token)).await;
+            assert_eq!(code, StatusCode::OK, "{what}");
+        }
+    }
+    let refused = [
+        (
+            "exp -1e300",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("exp", json!(-1e300))
+                .sign(),
+        ),
+        (
+            "nbf 1e300",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("nbf", json!(1e300))
+                .sign(),
+        ),
+        (
+            "iat 1e300",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("iat", json!(1e300))
+                .sign(),
+        ),
+        (
+            "exp i64::MIN",
+            iss.token()
+                .groups(&["a:devops"])
+                .claim("exp", json!(i64::MIN))
+                .sign(),
+        ),
+    ];
+    for (what, token) in refused {
+        let (code, _, _) = p.get("/a/api/v1/pods", Some(&token)).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{what}");
+    }
+}

@@ -162,9 +162,10 @@ impl Authenticator {
         self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
         let (user, exp) = self.verify(token).await?;
         let user = Arc::new(user);
-        let remaining = exp.saturating_sub(unix_now());
-        self.cache
-            .insert(key, user.clone(), now + Duration::from_secs(remaining), now);
+        // `exp` can be any number the issuer signed (1e300 included): cap before adding to an
+        // Instant, which panics on overflow.
+        let remaining = Duration::from_secs(exp.saturating_sub(unix_now())).min(cache::MAX_ENTRY_AGE);
+        self.cache.insert(key, user.clone(), now + remaining, now);
         Ok(user)
     }
 
