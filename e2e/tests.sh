@@ -101,8 +101,10 @@ expect_ok   "whoami names the user" "wendy" k wendy kind auth whoami
 expect_ok   "whoami lists the token's groups" "kind:watcher" k wendy kind auth whoami
 expect_ok   "can-i list pods in kind: yes" "yes" k wendy kind auth can-i list pods -A
 expect_fail "can-i list pods in k8s: no" "no" k wendy k8s auth can-i list pods -A
-expect_fail "watcher can-i exec: no" "no" k wendy kind auth can-i create pods/exec -n team
-expect_ok   "exec role can-i exec in dev: yes" "yes" k eve k8s auth can-i create pods/exec -n dev
+# `can-i create pods/exec` would ask about a pod *named* exec: the subresource has its own flag.
+expect_fail "watcher can-i exec: no" "no" k wendy kind auth can-i create pods --subresource=exec -n team
+expect_ok   "exec role can-i exec in dev: yes" "yes" k eve k8s auth can-i create pods --subresource=exec -n dev
+expect_fail "exec role can-i create pods: no (unlike the Go proxy's role)" "no" k eve k8s auth can-i create pods -n dev
 expect_ok   "can-i --list shows the developer rules" "pods.*/log" k dev k8s auth can-i --list -n dev
 
 echo "== bad, foreign and expired tokens are refused"
@@ -148,6 +150,89 @@ got=""
 for _ in $(seq 1 50); do got="$(curl -sf "http://127.0.0.1:$local_port/" 2>/dev/null)" && break; sleep 0.2; done
 if [ "$got" = "hello through port-forward" ]; then ok "port-forward"; else bad "port-forward" "$(cat "$OUT/pf.txt")"; fi
 expect_fail "read-only developer cannot port-forward" 'cannot create resource "pods/portforward"' k dev k8s port-forward web -n dev "$local_port:$target"
+
+echo "== a narrow grant never reaches further through the proxy's own credentials"
+# A WebSocket upgrade as kubectl >= 1.30 sends one: ws USER PATH [UPGRADE]; prints the status code.
+ws() {
+  curl -s -o "$OUT/ws.txt" -w '%{http_code}' --http1.1 --max-time 5 --cacert "$KOP_CA" \
+    -H "Authorization: Bearer ${TOK[$1]}" -H "Connection: Upgrade" -H "Upgrade: ${3:-websocket}" \
+    -H "Sec-WebSocket-Version: 13" -H "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" \
+    -H "Sec-WebSocket-Protocol: v5.channel.k8s.io" "$KOP_PROXY_URL$2"
+}
+code="$(ws wendy '/kind/api/v1/nodes/fake-node/proxy/exec/team/web/main?command=id&output=1')"
+if [ "$code" = 403 ] && grep -qF 'cannot create resource \"nodes/proxy\"' "$OUT/ws.txt"; then
+  ok "watcher: WebSocket to nodes/<n>/proxy/exec refused"; else bad "watcher: WebSocket to nodes/<n>/proxy/exec refused" "$code $(cat "$OUT/ws.txt")"; fi
+code="$(ws wendy '/kind/api/v1/namespaces/team/pods/web/proxy/')"
+if [ "$code" = 403 ]; then ok "watcher: WebSocket to pods/proxy refused"; else bad "watcher: WebSocket to pods/proxy refused" "$code"; fi
+code="$(ws ann '/k8s/api/v1/namespaces/dev/pods/web/exec?command=id' h2c)"
+if [ "$code" = 400 ]; then ok "h2c upgrade refused even for devops"; else bad "h2c upgrade refused even for devops" "$code"; fi
+expect_fail "developer: kubectl get --raw to nodes/<n>/proxy refused" 'cannot get resource "nodes/proxy"' \
+  k dev k8s get --raw /api/v1/nodes/fake-node/proxy/pods
+expect_ok "exec role: kubectl exec still works" "still-fine" k eve k8s exec web -n dev -- echo still-fine
+
+# nog may write RoleBindings and edit (not create) ConfigMaps in dev, in the cluster itself.
+admin k8s apply -f - >/dev/null <<'Y'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: narrow, namespace: dev}
+rules:
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [create, get, list]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: nog-narrow, namespace: dev}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: narrow}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: nog}]
+Y
+# can_i USER VERB RESOURCE: wait until the proxy has seen a grant made in the cluster.
+can_i() { for _ in $(seq 1 50); do [ "$(k "$1" k8s auth can-i "$2" "$3" -n dev 2>/dev/null)" = yes ] && return 0; sleep 0.2; done; return 1; }
+can_i nog create rolebindings || bad "the proxy saw nog's grant"
+expect_fail "a binding to cluster-admin without bind is refused" "attempting to grant RBAC permissions not currently held" \
+  k nog k8s create rolebinding nog-admin -n dev --clusterrole=cluster-admin --user=nog
+expect_fail "...and the cluster never got it" "NotFound" admin k8s get rolebinding nog-admin -n dev
+admin k8s -n dev create role bind-admin --verb=bind --resource=clusterroles.rbac.authorization.k8s.io --resource-name=cluster-admin >/dev/null
+admin k8s -n dev create rolebinding nog-bind-admin --role=bind-admin --user=nog >/dev/null
+can_i nog bind clusterroles/cluster-admin || bad "the proxy saw nog's bind grant"
+expect_ok "with bind on cluster-admin the same binding is allowed" "rolebinding.rbac.authorization.k8s.io/nog-admin created" \
+  k nog k8s create rolebinding nog-admin -n dev --clusterrole=cluster-admin --user=nog
+expect_ok "...and the cluster has it" "cluster-admin" admin k8s get rolebinding nog-admin -n dev -o jsonpath='{.roleRef.name}'
+admin k8s -n dev delete rolebinding nog-admin nog-bind-admin >/dev/null
+admin k8s -n dev delete role bind-admin >/dev/null
+for _ in $(seq 1 50); do [ "$(k nog k8s auth can-i bind clusterroles/cluster-admin -n dev 2>/dev/null)" = no ] && break; sleep 0.2; done
+
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa-new, namespace: dev}\ndata: {a: "1"}\n' >"$OUT/ssa-new.yaml"
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa-old, namespace: dev}\ndata: {a: "2"}\n' >"$OUT/ssa-old.yaml"
+admin k8s -n dev create configmap ssa-old --from-literal=a=1 >/dev/null
+expect_fail "apply --server-side of a new object without create is refused" 'cannot create resource "configmaps"' \
+  k nog k8s apply --server-side -f "$OUT/ssa-new.yaml"
+expect_fail "...and nothing was created" "NotFound" admin k8s get configmap ssa-new -n dev
+expect_ok "apply --server-side to an existing object needs no create" "serverside-applied" k nog k8s apply --server-side --force-conflicts -f "$OUT/ssa-old.yaml"
+expect_ok "...and it changed" '"a":"2"' admin k8s get configmap ssa-old -n dev -o jsonpath='{.data}'
+admin k8s -n dev patch role narrow --type=json -p '[{"op":"add","path":"/rules/1/verbs/-","value":"create"}]' >/dev/null
+can_i nog create configmaps || bad "the proxy saw nog's create grant"
+expect_ok "with create the new object is applied" "serverside-applied" k nog k8s apply --server-side -f "$OUT/ssa-new.yaml"
+admin k8s -n dev delete configmap ssa-new ssa-old >/dev/null
+
+echo "== --impersonate-upstream: the cluster sees and judges the real person"
+ki() { local user="$1"; shift; "$KOP_KUBECTL" --server "$KOP_PROXY_IMP_URL/k8s" --certificate-authority "$KOP_CA" --token "${TOK[$user]}" --request-timeout=20s "$@"; }
+expect_fail "without the mirrored roles kube-apiserver itself refuses dev" 'User "dev" cannot list resource "pods"' ki dev get pods -n dev
+expect_ok "print-rbac's manifests apply" "clusterrole.rbac.authorization.k8s.io/kube-oidc-proxy:devops" \
+  bash -c "\"$KOP_PROXY_BIN\" print-rbac --cluster k8s --namespace dev,prod | \"$KOP_KUBECTL\" --kubeconfig \"$KOP_ADMIN_K8S\" apply -f -"
+got=""
+for _ in $(seq 1 25); do got="$(ki dev get pods -n dev 2>&1)" && break; sleep 0.2; done
+if grep -q web <<<"$got"; then ok "with them, dev lists pods in dev through the impersonating proxy"; else bad "with them, dev lists pods in dev through the impersonating proxy" "$got"; fi
+expect_fail "and still nothing in prod" 'User "dev" cannot list resource "pods"' ki dev get pods -n prod
+entry="$(jq -c 'select(.user.username == "kube-oidc-proxy-imp" and .impersonatedUser.username == "dev" and (.requestURI | startswith("/api/v1/namespaces/dev/pods")))' "$KOP_AUDIT_K8S" 2>/dev/null | head -1)"
+if [ -n "$entry" ]; then ok "kube-apiserver's audit log names the Keycloak user"; else bad "kube-apiserver's audit log names the Keycloak user" "$(tail -2 "$KOP_AUDIT_K8S")"; fi
+expect_fail "kube-apiserver itself refuses nog's escalation" 'user "nog" (groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held' \
+  ki nog create rolebinding nog-admin -n dev --clusterrole=cluster-admin --user=nog
+admin k8s -n dev delete rolebinding nog-narrow >/dev/null
+admin k8s -n dev delete role narrow >/dev/null
 
 echo "== what the proxy recorded"
 if grep -q 'AuSuccess src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/dev/pods' "$KOP_ACCESS_LOG"; then ok "AuSuccess lines"; else bad "AuSuccess lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
