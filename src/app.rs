@@ -258,6 +258,9 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
                 args.max_long_running_requests_per_user,
             ),
             body_timeout: args.request_body_timeout,
+            checked_writes: Arc::new(tokio::sync::Semaphore::new(
+                crate::proxy::handler::MAX_CHECKED_WRITES,
+            )),
         },
         streams: streams.clone(),
     });

@@ -528,3 +528,155 @@ async fn self_review_bodies_are_small() {
     .await;
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 }
+
+#[tokio::test]
+async fn certificate_requests_need_the_rights_kube_trusts_the_requester_with() {
+    let (iss, api, p) = setup(&[]).await;
+    api.store().put(
+        "clusterroles",
+        cluster_role(
+            "csr-creator",
+            json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["create"]}]),
+        ),
+    );
+    api.store().put(
+        "clusterrolebindings",
+        support::objects::cluster_role_binding("ann-csr", "csr-creator", json!([user("ann")])),
+    );
+    let ann = iss.token().sub("ann").sign();
+    let path = "/k8s/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let csr = json!({"kind": "CertificateSigningRequest", "metadata": {"name": "node"},
+                     "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet", "request": "", "usages": ["client auth"]}})
+    .to_string();
+    let ct = [("content-type", "application/json")];
+    let mut last = (StatusCode::IM_A_TEAPOT, Value::Null);
+    for _ in 0..100 {
+        let (code, _, body) = send(&p, "POST", path, &ann, &ct, &csr).await;
+        last = (code, body);
+        if code == StatusCode::FORBIDDEN && last.1["message"].as_str().unwrap_or("").contains("nodeclient") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last.0, StatusCode::FORBIDDEN, "{}", last.1);
+    assert!(
+        user_paths(&api)
+            .iter()
+            .filter(|p| p.contains("certificatesigningrequests"))
+            .all(|p| p.ends_with("?dryRun=All")),
+        "only dry runs reached the cluster: {:?}",
+        user_paths(&api)
+    );
+    // Another signer is not the approver's business.
+    let client = csr.replace("kube-apiserver-client-kubelet", "kube-apiserver-client");
+    assert_eq!(send(&p, "POST", path, &ann, &ct, &client).await.0, StatusCode::OK);
+
+    // devops holds everything, nodeclient included.
+    let devops = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
+    assert_eq!(send(&p, "POST", path, &devops, &ct, &csr).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn streaming_roles_never_create_pods() {
+    let (iss, api, p) = setup(&[]).await;
+    let eve = iss
+        .token()
+        .sub("eve")
+        .groups(&["k8s:developer-exec-portforward:dev"])
+        .sign();
+    let pod = json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"serviceAccountName": "admin"}})
+        .to_string();
+    let (code, _, body) = send(&p, "POST", "/k8s/api/v1/namespaces/dev/pods", &eve, &[], &pod).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let (code, _, _) = send(
+        &p,
+        "GET",
+        "/k8s/api/v1/namespaces/dev/pods/x/exec?command=sh",
+        &eve,
+        &WS,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(user_paths(&api).len(), 1, "only the exec reached the cluster");
+}
+
+#[tokio::test]
+async fn a_body_the_proxy_must_read_has_a_deadline() {
+    let (iss, api, p) = setup(&["--request-body-timeout=1s"]).await;
+    let t = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    tx.send(Bytes::from_static(b"{\"kind\":")).unwrap();
+    let req = Request::post("/k8s/apis/rbac.authorization.k8s.io/v1/namespaces/dev/roles")
+        .header("authorization", format!("Bearer {t}"))
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(http_body_util::BodyExt::boxed(support::ChannelBody(rx)))
+        .unwrap();
+    let mut conn = p.conn().await;
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), conn.send(req))
+        .await
+        .expect("answered before the client gave up")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(user_paths(&api).is_empty());
+    drop(tx);
+}
+
+/// An `Upgrade` header on a request kube-apiserver does not upgrade (a list, a delete, a
+/// patch) is ignored by kube-apiserver, which then serves the plain request: such a request
+/// must never be authorized as `create` in place of its own verb.
+#[tokio::test]
+async fn upgrade_headers_never_turn_other_requests_into_create() {
+    let (iss, api, p) = setup(&[]).await;
+    api.store().put(
+        "clusterroles",
+        cluster_role(
+            "cm-creator",
+            json!([{"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["create"]}]),
+        ),
+    );
+    api.store().put(
+        "clusterrolebindings",
+        support::objects::cluster_role_binding("cc", "cm-creator", json!([user("cc")])),
+    );
+    let cc = iss.token().sub("cc").sign();
+    for _ in 0..100 {
+        let (code, _, _) = send(
+            &p,
+            "POST",
+            "/k8s/api/v1/namespaces/dev/configmaps",
+            &cc,
+            &[],
+            "{}",
+        )
+        .await;
+        if code == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.clear_requests();
+    for (method, path) in [
+        ("GET", "/k8s/api/v1/namespaces/dev/secrets"),
+        ("GET", "/k8s/api/v1/namespaces/dev/secrets/db"),
+        ("DELETE", "/k8s/api/v1/namespaces/dev/configmaps"),
+        ("PUT", "/k8s/api/v1/namespaces/dev/configmaps/x"),
+        ("PATCH", "/k8s/api/v1/namespaces/dev/configmaps/x"),
+        ("POST", "/k8s/api/v1/namespaces/dev/configmaps"),
+        ("DELETE", "/k8s/api/v1/namespaces/dev/pods/web/exec"),
+        (
+            "GET",
+            "/k8s/api/v1/namespaces/dev/configmaps?watch=1&fieldSelector=x",
+        ),
+    ] {
+        let (code, _, body) = send(&p, method, path, &cc, &WS, "").await;
+        assert!(
+            code == StatusCode::BAD_REQUEST || code == StatusCode::FORBIDDEN,
+            "{method} {path} with Upgrade: {code} {body}"
+        );
+    }
+    assert!(user_paths(&api).is_empty(), "{:?}", user_paths(&api));
+}

@@ -199,21 +199,36 @@ fn escape_into(s: &mut String, v: &str) {
 
 /// [`escape_into`], also escaping the ASCII bytes in `more` (`=` in extra keys).
 fn escape_with(s: &mut String, v: &str, more: &[u8]) {
-    // Every C1 character is encoded as 0xC2 0x80..0x9F, so text without these bytes needs no
-    // per-character look.
-    let special =
-        |b: u8| b < 0x20 || matches!(b, 0x7f | 0xc2 | b'[' | b']' | b' ' | b'|') || more.contains(&b);
+    // C1 controls are encoded as 0xC2 0x80..0x9F and the invisible format characters below start
+    // with 0xC2, 0xD8, 0xE1, 0xE2 or 0xEF: text without these bytes needs no per-character look.
+    let special = |b: u8| {
+        b < 0x20
+            || matches!(
+                b,
+                0x7f | 0xc2 | 0xd8 | 0xe1 | 0xe2 | 0xef | b'[' | b']' | b' ' | b'|'
+            )
+            || more.contains(&b)
+    };
     if !v.bytes().any(special) {
         s.push_str(v);
         return;
     }
     for c in v.chars() {
-        if c.is_control() || (c.is_ascii() && special(c as u8)) {
+        if c.is_control() || invisible(c) || (c.is_ascii() && special(c as u8)) {
             let _ = write!(s, "\\x{:02x}", c as u32);
         } else {
             s.push(c);
         }
     }
+}
+
+/// Characters that change how a line *looks* without being seen: format characters (soft
+/// hyphen, zero-width and bidirectional controls such as U+202E, which reverses what follows in
+/// a viewer) and the line and paragraph separators U+2028 and U+2029.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
 }
 
 #[cfg(test)]
@@ -405,7 +420,19 @@ mod tests {
              URI:/k/x\\x5b1\\x5d inbound:[eve\\x20/\\x20admin\\x5d\\x20AuSuccess / \
              a\\x7csystem:masters|b\\x5d / k\\x3dv\\x20x=1\\x7c2 ]\n"
         );
-        // Ordinary values are untouched.
+        // Invisible characters that would reorder or split what a person reads.
+        let mut u = user();
+        u.name = "eve\u{202e}nimda\u{2028}x\u{200b}".into();
+        let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
+        assert!(
+            line.contains("inbound:[eve\\x202enimda\\x2028x\\x200b / "),
+            "{line}"
+        );
+        // Ordinary values are untouched, accents and non-Latin scripts included.
+        let mut u = user();
+        u.name = "zoë-日本-€".into();
+        let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
+        assert!(line.contains("inbound:[zoë-日本-€ / "), "{line}");
         let plain = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &user());
         assert!(
             plain.contains("inbound:[mlbadmin1 / k8s:devops|ops / ]"),

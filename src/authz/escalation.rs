@@ -162,22 +162,11 @@ mod tests {
     use super::*;
 
     fn rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> PolicyRule {
-        let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect();
-        PolicyRule {
-            verbs: v(verbs),
-            api_groups: v(groups),
-            resources: v(resources),
-            resource_names: v(names),
-            non_resource_urls: Vec::new(),
-        }
+        PolicyRule::resource(verbs, groups, resources, names)
     }
 
     fn urls(verbs: &[&str], urls: &[&str]) -> PolicyRule {
-        PolicyRule {
-            verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
-            non_resource_urls: urls.iter().map(|s| (*s).to_owned()).collect(),
-            ..PolicyRule::default()
-        }
+        PolicyRule::urls(verbs, urls)
     }
 
     fn covers(owner: &[PolicyRule], servant: &[PolicyRule]) -> bool {

@@ -10,8 +10,8 @@
 //! | Role, ClusterRole | `escalate`, or hold every rule (`ConfirmNoEscalation`); `aggregationRule` needs full authority | same |
 //! | RoleBinding, ClusterRoleBinding | `bind` on the role, or hold its rules | same, roles resolved as the proxy resolves them |
 //! | update or apply that creates | `create` on the object | same, told by the dry run's 201 |
-//! | CSR create | the requester is recorded; kube's approver trusts it for node client certificates | the user must hold `create certificatesigningrequests/nodeclient` |
-//! | CSR approval / status | `approve` / `sign` on the signer | same |
+//! | CSR create (POST, PUT or apply) | the requester is recorded; kube's approver trusts it for node client certificates | a kubelet-client CSR needs `create certificatesigningrequests/nodeclient` |
+//! | CSR approval / status | `approve` / `sign` on the signer | same (`sign` for every status write) |
 //! | ClusterTrustBundle with a signer | `attest` on the signer | same |
 //! | admission policy with paramKind, binding with paramRef | `get`/`list` on the parameter resource | cluster-wide `get`+`list` on every resource of the group (`*` when unknown), a superset |
 
@@ -49,6 +49,8 @@ pub enum Content {
     ClusterRole,
     RoleBinding,
     ClusterRoleBinding,
+    /// A CSR being created by someone without `nodeclient`.
+    CsrCreate,
     CsrApproval,
     CsrSigning,
     TrustBundle,
@@ -66,10 +68,10 @@ pub struct WritePlan {
 }
 
 /// Decides from the request line alone whether a write needs its result checked, or is refused
-/// outright. `None`: forward as it is.
+/// outright. `None`: forward as it is. `content_type` is the raw header, bytes as sent.
 pub fn plan(
     info: &RequestInfo,
-    content_type: Option<&str>,
+    content_type: Option<&[u8]>,
     who: Requester<'_>,
     snapshot: &Snapshot,
 ) -> Result<Option<WritePlan>, Refused> {
@@ -82,11 +84,23 @@ pub fn plan(
     }
     let group = info.api_group.as_str();
     let sub = info.subresource.as_str();
+    // PUT creates where the resource allows it and a patch may when it is a server-side apply;
+    // kube-apiserver then checks `create` with the requester's identity.
+    let may_create =
+        sub.is_empty() && (verb == "update" || (verb == "patch" && patch_may_create(content_type)));
     let content = match (group, info.resource.as_str(), sub) {
         (RBAC, "roles", "") => Some(Content::Role),
         (RBAC, "clusterroles", "") => Some(Content::ClusterRole),
         (RBAC, "rolebindings", "") => Some(Content::RoleBinding),
         (RBAC, "clusterrolebindings", "") => Some(Content::ClusterRoleBinding),
+        // kube records the requester in a CSR, and its own approver issues node client
+        // certificates to requesters allowed `create certificatesigningrequests/nodeclient`:
+        // through the proxy that requester is the proxy, whichever way the CSR is created.
+        (CERTIFICATES, "certificatesigningrequests", "")
+            if (verb == "create" || may_create) && !allowed(snapshot, who, &node_client(info)) =>
+        {
+            Some(Content::CsrCreate)
+        }
         (CERTIFICATES, "certificatesigningrequests", "approval") if verb != "create" => {
             Some(Content::CsrApproval)
         }
@@ -102,28 +116,6 @@ pub fn plan(
         }
         _ => None,
     };
-    if (group, info.resource.as_str(), sub, verb)
-        == (CERTIFICATES, "certificatesigningrequests", "", "create")
-    {
-        // kube records the requester in the CSR, and its own approver issues node client
-        // certificates to requesters allowed `create certificatesigningrequests/nodeclient`:
-        // through the proxy that requester is the proxy.
-        let mut nodeclient = probe(info, "create", CERTIFICATES, "certificatesigningrequests", "");
-        nodeclient.subresource = "nodeclient".into();
-        if !allowed(snapshot, who, &nodeclient) {
-            return Err(Refused {
-                message: format!(
-                    "{}: a certificate signing request is recorded as the proxy's; creating one \
-                     through the proxy also needs create on certificatesigningrequests/nodeclient",
-                    forbidden_message(who.name, &nodeclient)
-                ),
-                ..refused_for(info, "")
-            });
-        }
-    }
-    // PUT creates where the resource allows it and a server-side apply always may; kube-apiserver
-    // then checks `create` with the requester's identity.
-    let may_create = sub.is_empty() && (verb == "update" || (verb == "patch" && is_apply(content_type)));
     let refuse_create = may_create && !allowed(snapshot, who, &with_verb(info, "create"));
     if content.is_none() && !refuse_create {
         return Ok(None);
@@ -134,14 +126,35 @@ pub fn plan(
     }))
 }
 
-/// Server-side apply (`application/apply-patch+yaml`, `+json`, `+cbor`).
-pub fn is_apply(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|c| {
-        c.trim()
-            .to_ascii_lowercase()
-            .starts_with("application/apply-patch")
-    })
+/// The patch types that can never create an object, by the media type kube-apiserver reads:
+/// the bytes before the first `;`, compared exactly. Anything else (server-side apply in any
+/// encoding, a type kube-apiserver will refuse, a header that is not ASCII) counts as a patch
+/// that may create: checking one too many costs a dry run, missing one would be a hole.
+pub fn patch_may_create(content_type: Option<&[u8]>) -> bool {
+    const NEVER_CREATE: [&[u8]; 3] = [
+        b"application/json-patch+json",
+        b"application/merge-patch+json",
+        b"application/strategic-merge-patch+json",
+    ];
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let media = match ct.iter().position(|b| *b == b';') {
+        Some(i) if i > 0 => &ct[..i],
+        _ => ct,
+    };
+    !NEVER_CREATE.contains(&media)
 }
+
+/// `create certificatesigningrequests/nodeclient`, what kube's approver asks of a requester.
+fn node_client(info: &RequestInfo) -> RequestInfo {
+    let mut nodeclient = probe(info, "create", CERTIFICATES, "certificatesigningrequests", "");
+    nodeclient.subresource = "nodeclient".into();
+    nodeclient
+}
+
+/// The signer whose CSRs kube's own approver issues to requesters it trusts.
+const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
 /// Checks the object a dry run of the write returned (`created`: it answered 201).
 pub fn check(
@@ -157,12 +170,7 @@ pub fn check(
         .and_then(Value::as_str)
         .unwrap_or(info.name.as_str());
     if plan.refuse_create && created {
-        let mut create = with_verb(info, "create");
-        create.name = name.into();
-        return Err(Refused {
-            message: forbidden_message(who.name, &create),
-            ..refused_for(info, name)
-        });
+        return Err(refuse_create_named(info, who.name, name));
     }
     let Some(content) = plan.content else {
         return Ok(());
@@ -170,7 +178,8 @@ pub fn check(
     let namespace = info.namespace.as_str();
     match content {
         Content::Role | Content::ClusterRole => {
-            let escalate = probe(info, "escalate", RBAC, &info.resource, namespace);
+            let mut escalate = probe(info, "escalate", RBAC, &info.resource, namespace);
+            escalate.name = info.name.clone();
             if allowed(snapshot, who, &escalate) {
                 return Ok(());
             }
@@ -237,16 +246,24 @@ pub fn check(
                 ))
             }
         }
+        Content::CsrCreate => {
+            let signer = object.pointer("/spec/signerName").and_then(Value::as_str);
+            if (info.verb == "create" || created) && signer == Some(KUBELET_CLIENT_SIGNER) {
+                let why = format!(
+                    "{}: a certificate signing request is recorded as the proxy's, and kube's \
+                     approver trusts that requester with node client certificates",
+                    forbidden_message(who.name, &node_client(info))
+                );
+                return Err(forbid(info, name, why));
+            }
+            Ok(())
+        }
         Content::CsrApproval => {
             signer_check(info, name, object, "/spec/signerName", "approve", who, snapshot)
         }
-        Content::CsrSigning => {
-            let certificate = object.pointer("/status/certificate").and_then(Value::as_str);
-            if certificate.is_none_or(str::is_empty) {
-                return Ok(());
-            }
-            signer_check(info, name, object, "/spec/signerName", "sign", who, snapshot)
-        }
+        // kube-apiserver asks for `sign` when the certificate or the conditions change; without
+        // the old object the proxy asks it of every status write.
+        Content::CsrSigning => signer_check(info, name, object, "/spec/signerName", "sign", who, snapshot),
         Content::TrustBundle => {
             if object
                 .pointer("/spec/signerName")
@@ -274,6 +291,21 @@ pub fn check(
             // The policy's paramKind is not in this object: ask for every group.
             param_check(info, name, "*", &["get", "list"], who, snapshot)
         }
+    }
+}
+
+/// A PUT or apply that would create what the user may not create, worded as kube-apiserver's
+/// `create` refusal, for the object named in the request.
+pub fn refuse_create(info: &RequestInfo, user: &str) -> Refused {
+    refuse_create_named(info, user, &info.name)
+}
+
+fn refuse_create_named(info: &RequestInfo, user: &str, name: &str) -> Refused {
+    let mut create = with_verb(info, "create");
+    create.name = name.into();
+    Refused {
+        message: forbidden_message(user, &create),
+        ..refused_for(info, name)
     }
 }
 

@@ -58,6 +58,9 @@ pub struct ProxyOptions {
     pub limits: UserLimits,
     /// The longest the proxy waits for a request body it reads itself.
     pub body_timeout: Duration,
+    /// Checked writes in flight at once, across all users: each holds its body, the dry run's
+    /// answer and its parsed form (up to about 10 MiB).
+    pub checked_writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for ProxyOptions {
@@ -72,6 +75,7 @@ impl Default for ProxyOptions {
             identity_headers: IdentityHeaders::default(),
             limits: UserLimits::default(),
             body_timeout: Duration::from_secs(30),
+            checked_writes: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKED_WRITES)),
         }
     }
 }
@@ -147,16 +151,13 @@ impl Proxy {
             Err(e) => return self.fail(&mut ctx, metrics::Decision::Error, bad_request(&e.to_string())),
         };
         if upgrade {
-            // An upgraded connection carries whatever the far end speaks (a shell through
-            // nodes/proxy, a kubelet, a pod's port): it needs `create`, whatever the method and
-            // path. The one exception is a watch, which kube-apiserver also serves over
-            // WebSocket to browsers: its handler only ever sends watch events.
-            if !info.is_resource_request {
-                let msg = "protocol upgrades are only served on API resources";
-                return self.fail(&mut ctx, metrics::Decision::Error, bad_request(msg));
-            }
-            if !(info.verb == "watch" && info.subresource.is_empty()) {
-                info.verb = "create".into();
+            match upgrade_verb(req.method(), &info) {
+                Some(verb) => info.verb = verb.into(),
+                None => {
+                    let msg =
+                        "protocol upgrades are only served for exec, attach, port-forward, proxy and watch";
+                    return self.fail(&mut ctx, metrics::Decision::Error, bad_request(msg));
+                }
             }
         }
         ctx.verb = metrics::Verb::from_kube(&info.verb);
@@ -189,10 +190,7 @@ impl Proxy {
         let checked = if self.opts.impersonate {
             None
         } else {
-            let content_type = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
+            let content_type = req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
             let who = Requester {
                 name: &user.name,
                 groups: &user.groups,
@@ -378,7 +376,17 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        // A checked write is read whole (bounded, with a deadline): it is sent twice.
+        // A checked write is read whole (bounded, with a deadline): it is sent twice. Few are
+        // held at once, whoever sends them, so they cannot add up to the machine's memory.
+        let _permit = if checked.is_some() {
+            let permits = self.opts.checked_writes.clone();
+            match tokio::time::timeout(self.opts.body_timeout, permits.acquire_owned()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => return self.fail(ctx, metrics::Decision::Error, status::too_many_requests()),
+            }
+        } else {
+            None
+        };
         let (body, audit_field, whole) = if checked.is_some() {
             match inspect::read_body(body, inspect::MAX_INSPECTED_BODY, self.opts.body_timeout).await {
                 Ok(bytes) => {
@@ -495,6 +503,15 @@ impl Proxy {
             }
             return Some(self.local_success(ctx, resp));
         }
+        let created = dry.status == StatusCode::CREATED;
+        if checked.plan.content.is_none() {
+            // Only "would it create" was asked: the status says it.
+            if checked.plan.refuse_create && created {
+                let refused = requester::refuse_create(info, &user.name);
+                return Some(self.refuse(ctx, user, info, refused));
+            }
+            return None;
+        }
         let object: serde_json::Value = match serde_json::from_slice(&dry.body) {
             Ok(v) => v,
             Err(_) => {
@@ -511,7 +528,6 @@ impl Proxy {
             name: &user.name,
             groups: &user.groups,
         };
-        let created = dry.status == StatusCode::CREATED;
         match requester::check(&checked.plan, info, created, &object, who, &checked.snapshot) {
             Ok(()) => None,
             Err(refused) => Some(self.refuse(ctx, user, info, refused)),
@@ -593,6 +609,33 @@ impl Proxy {
         self.fail(ctx, metrics::Decision::Error, resp)
     }
 }
+
+/// The verb an upgrade request is authorized with, or `None` when the request may not upgrade.
+///
+/// An upgraded connection carries whatever the far end speaks (a shell through `nodes/proxy`
+/// and the kubelet, a pod's port, a service): it needs `create`, whatever the method, as SPDY's
+/// POST always did. Only the requests kube-apiserver upgrades may ask: the streaming pod
+/// subresources, the proxy subresources (and the old `/proxy/` verb paths), and watches, which
+/// kube-apiserver also serves over WebSocket to browsers (its handler only sends watch events,
+/// so they stay `watch`). Anything else carrying `Upgrade` would have kube-apiserver ignore the
+/// header and serve the plain request (a list, a delete) under a verb the user may not hold.
+pub(super) fn upgrade_verb(method: &http::Method, info: &RequestInfo) -> Option<&'static str> {
+    if *method != http::Method::GET && *method != http::Method::POST {
+        return None;
+    }
+    if !info.is_resource_request {
+        return None;
+    }
+    let streaming =
+        info.resource == "pods" && matches!(info.subresource.as_str(), "exec" | "attach" | "portforward");
+    if streaming || info.subresource == "proxy" || info.verb == "proxy" {
+        return Some("create");
+    }
+    (info.verb == "watch" && info.subresource.is_empty() && *method == http::Method::GET).then_some("watch")
+}
+
+/// Checked writes held at once by default: 16 x (3 MiB body + 3 MiB answer + its parse).
+pub const MAX_CHECKED_WRITES: usize = 16;
 
 /// Self-review bodies are small objects (a few hundred bytes from kubectl); anything bigger is
 /// refused before it is all read.

@@ -58,23 +58,13 @@ pub fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
 mod tests {
     use super::*;
 
+    use PolicyRule as R;
     fn rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> PolicyRule {
-        let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect();
-        PolicyRule {
-            verbs: v(verbs),
-            api_groups: v(groups),
-            resources: v(resources),
-            resource_names: v(names),
-            non_resource_urls: Vec::new(),
-        }
+        R::resource(verbs, groups, resources, names)
     }
 
     fn url_rule(verbs: &[&str], urls: &[&str]) -> PolicyRule {
-        PolicyRule {
-            verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
-            non_resource_urls: urls.iter().map(|s| (*s).to_owned()).collect(),
-            ..PolicyRule::default()
-        }
+        R::urls(verbs, urls)
     }
 
     fn req(method: &str, url: &str) -> RequestInfo {

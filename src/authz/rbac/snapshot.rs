@@ -99,11 +99,7 @@ impl Snapshot {
         groups: &[G],
         namespace: &str,
     ) -> (Vec<ResourceRule>, Vec<NonResourceRule>) {
-        let grants = self
-            .users
-            .get(user)
-            .into_iter()
-            .chain(groups.iter().filter_map(|g| self.groups.get(g.as_ref())));
+        let grants = self.grants_of(user, groups);
         // Cluster-wide lists first, then the namespace's; each list once, even when a role is
         // granted both ways or to several of the user's names.
         let mut lists: Vec<&Rules> = Vec::new();
@@ -147,11 +143,7 @@ impl Snapshot {
     /// Every rule that applies to `user` with `groups` in `namespace` (empty: cluster scope),
     /// whatever it allows: kube's `RulesFor`, the owner's side of an escalation check.
     pub fn rules_of<G: AsRef<str>>(&self, user: &str, groups: &[G], namespace: &str) -> Vec<&PolicyRule> {
-        let grants = self
-            .users
-            .get(user)
-            .into_iter()
-            .chain(groups.iter().filter_map(|g| self.groups.get(g.as_ref())));
+        let grants = self.grants_of(user, groups);
         let mut lists: Vec<&Rules> = Vec::new();
         for g in grants {
             push_unique(&mut lists, &g.cluster);
@@ -174,6 +166,18 @@ impl Snapshot {
                 .get(format!("{namespace}/{name}").as_str())
                 .map(|r| &r[..])
         }
+    }
+
+    /// What the user's name and each of its groups were granted.
+    fn grants_of<'a, 'g, G: AsRef<str>>(
+        &'a self,
+        user: &str,
+        groups: &'g [G],
+    ) -> impl Iterator<Item = &'a Grants> + use<'a, 'g, G> {
+        self.users
+            .get(user)
+            .into_iter()
+            .chain(groups.iter().filter_map(|g| self.groups.get(g.as_ref())))
     }
 
     /// How many user and group names have grants (for metrics and logs).

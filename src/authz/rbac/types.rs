@@ -37,6 +37,30 @@ pub struct PolicyRule {
     pub non_resource_urls: Vec<String>,
 }
 
+#[cfg(test)]
+impl PolicyRule {
+    /// A resource rule, for tests: `PolicyRule::resource(&["get"], &[""], &["pods"], &[])`.
+    pub fn resource(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Self {
+        let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect();
+        PolicyRule {
+            verbs: v(verbs),
+            api_groups: v(groups),
+            resources: v(resources),
+            resource_names: v(names),
+            non_resource_urls: Vec::new(),
+        }
+    }
+
+    /// A non-resource rule, for tests.
+    pub fn urls(verbs: &[&str], urls: &[&str]) -> Self {
+        PolicyRule {
+            verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
+            non_resource_urls: urls.iter().map(|s| (*s).to_owned()).collect(),
+            ..PolicyRule::default()
+        }
+    }
+}
+
 /// The part of `metadata` that RBAC reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
