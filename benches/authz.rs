@@ -5,11 +5,13 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use kube_oidc_proxy::authz::requester::{self, Requester};
 use kube_oidc_proxy::authz::{
     default_roles::default_role_objects,
     rbac::{Decision, RbacObjects, Snapshot},
     request_info::RequestInfo,
 };
+use kube_oidc_proxy::proxy::limits::UserLimits;
 use serde_json::json;
 
 /// 1,000 roles (half Roles spread over 50 namespaces, half ClusterRoles) with 4 rules each, and
@@ -77,6 +79,19 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("rbac_decision_deny_10k_bindings", |b| {
         b.iter(|| snapshot.authorize(black_box("user7"), black_box(&groups), black_box(&deny)))
+    });
+    // What issue 10 added to every forwarded request: the requester-check plan (an early
+    // return for reads) and the per-user in-flight place, taken and given back.
+    let who = Requester {
+        name: "user7",
+        groups: &groups,
+    };
+    c.bench_function("requester_plan_read", |b| {
+        b.iter(|| requester::plan(black_box(&allow), None, who, black_box(&snapshot)))
+    });
+    let limits = UserLimits::new(200, 1000);
+    c.bench_function("user_limits_acquire_release", |b| {
+        b.iter(|| drop(limits.acquire(black_box("user7"), false)))
     });
     c.bench_function("request_info_parse_pod_log", |b| {
         b.iter(|| {

@@ -29,8 +29,10 @@ pub fn is_long_running(info: &RequestInfo, upgrade: bool) -> bool {
         )
 }
 
-#[derive(Default, Clone, Copy)]
+/// One user's places in flight; `name` is shared with every slot, so taking a place does not
+/// allocate.
 struct Counts {
+    name: Arc<str>,
     short: u32,
     long: u32,
 }
@@ -39,7 +41,7 @@ struct Shared {
     short_max: u32,
     long_max: u32,
     hasher: RandomState,
-    shards: [Mutex<HashMap<Box<str>, Counts>>; SHARDS],
+    shards: [Mutex<HashMap<Arc<str>, Counts>>; SHARDS],
 }
 
 /// The limiter; cheap to clone. A limit of 0 means no limit.
@@ -57,7 +59,7 @@ impl Default for UserLimits {
 pub struct UserSlot {
     shared: Arc<Shared>,
     shard: usize,
-    user: Box<str>,
+    user: Arc<str>,
     long: bool,
 }
 
@@ -91,17 +93,25 @@ impl UserLimits {
         }
         let counts = match map.get_mut(user) {
             Some(c) => c,
-            None => map.entry(Box::from(user)).or_default(),
+            None => {
+                let name: Arc<str> = Arc::from(user);
+                map.entry(name.clone()).or_insert(Counts {
+                    name,
+                    short: 0,
+                    long: 0,
+                })
+            }
         };
         let n = if long { &mut counts.long } else { &mut counts.short };
         if *n >= max {
             return None;
         }
         *n += 1;
+        let user = counts.name.clone();
         Some(Some(UserSlot {
             shared: shared.clone(),
             shard,
-            user: Box::from(user),
+            user,
             long,
         }))
     }
