@@ -261,6 +261,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             checked_writes: Arc::new(tokio::sync::Semaphore::new(
                 crate::proxy::handler::MAX_CHECKED_WRITES,
             )),
+            checked_writes_per_user: UserLimits::new(crate::proxy::handler::MAX_CHECKED_WRITES_PER_USER, 0),
         },
         streams: streams.clone(),
     });

@@ -121,6 +121,18 @@ async fn every_upgrade_needs_create_whatever_the_method_and_path() {
     )
     .await;
     assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
+    // A pod's log over WebSocket is a read-only stream: the developer role opens it.
+    let dev = iss.token().sub("dee").groups(&["k8s:developer"]).sign();
+    let (code, _, _) = send(
+        &p,
+        "GET",
+        "/k8s/api/v1/namespaces/dev/pods/web/log?follow=true",
+        &dev,
+        &WS,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
     let before = user_paths(&api).len();
 
     // The exec role opens its shell, and only there.
@@ -626,8 +638,9 @@ async fn a_body_the_proxy_must_read_has_a_deadline() {
 }
 
 /// An `Upgrade` header on a request kube-apiserver does not upgrade (a list, a delete, a
-/// patch) is ignored by kube-apiserver, which then serves the plain request: such a request
-/// must never be authorized as `create` in place of its own verb.
+/// patch) is ignored by kube-apiserver, which then serves the plain request: an upgrade is
+/// authorized with its own verb *and* `create`, never `create` in place of its own verb, and
+/// only GET and POST may ask for one.
 #[tokio::test]
 async fn upgrade_headers_never_turn_other_requests_into_create() {
     let (iss, api, p) = setup(&[]).await;
@@ -665,7 +678,6 @@ async fn upgrade_headers_never_turn_other_requests_into_create() {
         ("DELETE", "/k8s/api/v1/namespaces/dev/configmaps"),
         ("PUT", "/k8s/api/v1/namespaces/dev/configmaps/x"),
         ("PATCH", "/k8s/api/v1/namespaces/dev/configmaps/x"),
-        ("POST", "/k8s/api/v1/namespaces/dev/configmaps"),
         ("DELETE", "/k8s/api/v1/namespaces/dev/pods/web/exec"),
         (
             "GET",
@@ -679,4 +691,49 @@ async fn upgrade_headers_never_turn_other_requests_into_create() {
         );
     }
     assert!(user_paths(&api).is_empty(), "{:?}", user_paths(&api));
+}
+
+#[tokio::test]
+async fn one_user_cannot_hold_every_checked_write() {
+    let (iss, api, p) = setup(&[]).await;
+    let t = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
+    let other = iss.token().sub("oli").groups(&["k8s:devops"]).sign();
+    let roles = "/k8s/apis/rbac.authorization.k8s.io/v1/namespaces/dev/roles";
+    // Two writes whose bodies never finish hold dan's two places.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let req = Request::post(roles)
+            .header("authorization", format!("Bearer {t}"))
+            .header("content-type", "application/json")
+            .header("content-length", "1000")
+            .body(http_body_util::BodyExt::boxed(support::ChannelBody(rx)))
+            .unwrap();
+        let mut conn = p.conn().await;
+        let pending = tokio::spawn(async move { conn.send(req).await.map(|r| r.status()) });
+        held.push((tx, pending));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let role = json!({"kind": "Role", "metadata": {"name": "r"}, "rules": []}).to_string();
+    let ct = [("content-type", "application/json")];
+    let (code, headers, _) = send(&p, "POST", roles, &t, &ct, &role).await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    // Another user's checked write goes through meanwhile.
+    assert_eq!(
+        send(&p, "POST", roles, &other, &ct, &role).await.0,
+        StatusCode::OK
+    );
+    // When those writes end, dan's places come back.
+    drop(held);
+    let mut again = StatusCode::IM_A_TEAPOT;
+    for _ in 0..100 {
+        again = send(&p, "POST", roles, &t, &ct, &role).await.0;
+        if again == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(again, StatusCode::OK);
+    assert!(api.user_requests().iter().any(|r| r.uri.ends_with("?dryRun=All")));
 }

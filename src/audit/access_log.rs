@@ -190,45 +190,50 @@ fn push_timestamp(s: &mut String, now: OffsetDateTime) {
     s.push_str("+0000");
 }
 
-/// Escapes what could forge a line or shift its fields: control characters (C0, DEL, C1) and the
-/// characters the line uses as structure: `[` and `]` around each part, space (the ` / `
-/// separators, spaces between extras) and `|` between groups. Each becomes `\xNN`.
+/// Escapes what could forge a line or shift its fields: control characters (C0, DEL, C1),
+/// invisible format characters, the characters the line uses as structure (`[` and `]` around
+/// each part, space in the ` / ` separators and between extras, `|` between groups) and the
+/// backslash itself, so every escape is unambiguous: `\xNN` up to U+00FF, `\u{NNNN}` above.
 fn escape_into(s: &mut String, v: &str) {
     escape_with(s, v, b"")
 }
 
 /// [`escape_into`], also escaping the ASCII bytes in `more` (`=` in extra keys).
 fn escape_with(s: &mut String, v: &str, more: &[u8]) {
-    // C1 controls are encoded as 0xC2 0x80..0x9F and the invisible format characters below start
-    // with 0xC2, 0xD8, 0xE1, 0xE2 or 0xEF: text without these bytes needs no per-character look.
+    // Plain printable ASCII needs no per-character look; anything else (non-ASCII included)
+    // takes the slow path, where only the characters listed above change.
     let special = |b: u8| {
-        b < 0x20
-            || matches!(
-                b,
-                0x7f | 0xc2 | 0xd8 | 0xe1 | 0xe2 | 0xef | b'[' | b']' | b' ' | b'|'
-            )
-            || more.contains(&b)
+        !(0x20..0x7f).contains(&b) || matches!(b, b'[' | b']' | b' ' | b'|' | b'\\') || more.contains(&b)
     };
     if !v.bytes().any(special) {
         s.push_str(v);
         return;
     }
     for c in v.chars() {
-        if c.is_control() || invisible(c) || (c.is_ascii() && special(c as u8)) {
+        let escape = if c.is_ascii() {
+            special(c as u8)
+        } else {
+            c.is_control() || invisible(c)
+        };
+        if !escape {
+            s.push(c);
+        } else if (c as u32) <= 0xff {
             let _ = write!(s, "\\x{:02x}", c as u32);
         } else {
-            s.push(c);
+            let _ = write!(s, "\\u{{{:04x}}}", c as u32);
         }
     }
 }
 
 /// Characters that change how a line *looks* without being seen: format characters (soft
 /// hyphen, zero-width and bidirectional controls such as U+202E, which reverses what follows in
-/// a viewer) and the line and paragraph separators U+2028 and U+2029.
+/// a viewer, prepended marks, tags) and the line and paragraph separators U+2028 and U+2029.
 fn invisible(c: char) -> bool {
     matches!(c,
-        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
-        | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+        '\u{ad}' | '\u{600}'..='\u{605}' | '\u{61c}' | '\u{6dd}' | '\u{70f}' | '\u{180e}'
+        | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}' | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}'
+        | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}' | '\u{e0001}' | '\u{e0020}'..='\u{e007f}')
 }
 
 #[cfg(test)]
@@ -425,9 +430,18 @@ mod tests {
         u.name = "eve\u{202e}nimda\u{2028}x\u{200b}".into();
         let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
         assert!(
-            line.contains("inbound:[eve\\x202enimda\\x2028x\\x200b / "),
+            line.contains("inbound:[eve\\u{202e}nimda\\u{2028}x\\u{200b} / "),
             "{line}"
         );
+        // A backslash is escaped too, so a name cannot spell an escape: `a\x5d` is not `a]`.
+        let mut u = user();
+        u.name = "a\\x5d".into();
+        let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
+        assert!(line.contains("inbound:[a\\x5cx5d / "), "{line}");
+        let mut u = user();
+        u.name = "tag\u{e0041}".into();
+        let line = success_line(datetime!(2021-11-25 01:05:17 UTC), &c, &u);
+        assert!(line.contains("inbound:[tag\\u{e0041} / "), "{line}");
         // Ordinary values are untouched, accents and non-Latin scripts included.
         let mut u = user();
         u.name = "zoë-日本-€".into();

@@ -116,6 +116,17 @@ pub fn plan(
         }
         _ => None,
     };
+    if content == Some(Content::CsrCreate) && verb == "patch" {
+        // An apply to an existing CSR keeps its spec, so its dry run shows the old signer; if
+        // the CSR is deleted before the real write, the apply creates one with the new signer.
+        // A CSR's spec cannot change once created, so nothing legitimate needs this path.
+        let why = format!(
+            "{}: a server-side apply may create a certificate signing request, which is recorded \
+             as the proxy's",
+            forbidden_message(who.name, &node_client(info))
+        );
+        return Err(forbid(info, &info.name, why));
+    }
     let refuse_create = may_create && !allowed(snapshot, who, &with_verb(info, "create"));
     if content.is_none() && !refuse_create {
         return Ok(None);

@@ -59,8 +59,10 @@ pub struct ProxyOptions {
     /// The longest the proxy waits for a request body it reads itself.
     pub body_timeout: Duration,
     /// Checked writes in flight at once, across all users: each holds its body, the dry run's
-    /// answer and its parsed form (up to about 10 MiB).
+    /// answer and its parsed form.
     pub checked_writes: Arc<tokio::sync::Semaphore>,
+    /// Checked writes one user may have in flight, so no one user holds every global place.
+    pub checked_writes_per_user: UserLimits,
 }
 
 impl Default for ProxyOptions {
@@ -76,6 +78,7 @@ impl Default for ProxyOptions {
             limits: UserLimits::default(),
             body_timeout: Duration::from_secs(30),
             checked_writes: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKED_WRITES)),
+            checked_writes_per_user: UserLimits::new(MAX_CHECKED_WRITES_PER_USER, 0),
         }
     }
 }
@@ -146,16 +149,18 @@ impl Proxy {
         // Exec, attach and port-forward need `create` for any GET as well as for POST: a GET
         // there exists only to be upgraded, and a read-only role must never open a shell.
         let stream_intent = upgrade || req.method() == http::Method::GET;
-        let mut info = match RequestInfo::parse(req.method().as_str(), k8s_path, route.query, stream_intent) {
+        let info = match RequestInfo::parse(req.method().as_str(), k8s_path, route.query, stream_intent) {
             Ok(info) => info,
             Err(e) => return self.fail(&mut ctx, metrics::Decision::Error, bad_request(&e.to_string())),
         };
+        // Besides its own verb, an upgrade needs `create` unless it is a read-only stream.
+        let mut also_create = false;
         if upgrade {
-            match upgrade_verb(req.method(), &info) {
-                Some(verb) => info.verb = verb.into(),
+            match upgrade_rule(req.method(), &info) {
+                Some(UpgradeRule::ReadOnlyStream) => {}
+                Some(UpgradeRule::Create) => also_create = info.verb != "create",
                 None => {
-                    let msg =
-                        "protocol upgrades are only served for exec, attach, port-forward, proxy and watch";
+                    let msg = "protocol upgrades are only served by GET or POST on API resources";
                     return self.fail(&mut ctx, metrics::Decision::Error, bad_request(msg));
                 }
             }
@@ -175,14 +180,23 @@ impl Proxy {
                 .self_review(req, review, &info, &user, &snapshot, &mut ctx)
                 .await;
         }
-        if snapshot.authorize(&user.name, &user.groups, &info) == Decision::Deny {
-            tracing::debug!(cluster = %cluster.name, user = %user.name, verb = %info.verb,
-                resource = %info.resource, namespace = %info.namespace, request_id = %ctx.request_id, "denied");
-            self.audit(&ctx, &user, &info, AuditDecision::Deny, None);
+        let denied = if snapshot.authorize(&user.name, &user.groups, &info) == Decision::Deny {
+            Some(info.clone())
+        } else if also_create {
+            let mut create = info.clone();
+            create.verb = "create".into();
+            (snapshot.authorize(&user.name, &user.groups, &create) == Decision::Deny).then_some(create)
+        } else {
+            None
+        };
+        if let Some(denied) = denied {
+            tracing::debug!(cluster = %cluster.name, user = %user.name, verb = %denied.verb,
+                resource = %denied.resource, namespace = %denied.namespace, request_id = %ctx.request_id, "denied");
+            self.audit(&ctx, &user, &denied, AuditDecision::Deny, None);
             return self.fail(
                 &mut ctx,
                 metrics::Decision::Deny,
-                status::forbidden(&user.name, &info),
+                status::forbidden(&user.name, &denied),
             );
         }
         // The checks kube-apiserver makes inside its handlers with the requester's identity.
@@ -378,10 +392,14 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         // A checked write is read whole (bounded, with a deadline): it is sent twice. Few are
         // held at once, whoever sends them, so they cannot add up to the machine's memory.
-        let _permit = if checked.is_some() {
-            let permits = self.opts.checked_writes.clone();
-            match tokio::time::timeout(self.opts.body_timeout, permits.acquire_owned()).await {
-                Ok(Ok(permit)) => Some(permit),
+        let _permits = if checked.is_some() {
+            // A user at their own limit is told at once; the global places are waited for.
+            let Some(mine) = self.opts.checked_writes_per_user.acquire(&user.name, false) else {
+                return self.fail(ctx, metrics::Decision::Error, status::too_many_requests());
+            };
+            let global = self.opts.checked_writes.clone();
+            match tokio::time::timeout(self.opts.body_timeout, global.acquire_owned()).await {
+                Ok(Ok(permit)) => Some((mine, permit)),
                 _ => return self.fail(ctx, metrics::Decision::Error, status::too_many_requests()),
             }
         } else {
@@ -610,32 +628,39 @@ impl Proxy {
     }
 }
 
-/// The verb an upgrade request is authorized with, or `None` when the request may not upgrade.
-///
-/// An upgraded connection carries whatever the far end speaks (a shell through `nodes/proxy`
-/// and the kubelet, a pod's port, a service): it needs `create`, whatever the method, as SPDY's
-/// POST always did. Only the requests kube-apiserver upgrades may ask: the streaming pod
-/// subresources, the proxy subresources (and the old `/proxy/` verb paths), and watches, which
-/// kube-apiserver also serves over WebSocket to browsers (its handler only sends watch events,
-/// so they stay `watch`). Anything else carrying `Upgrade` would have kube-apiserver ignore the
-/// header and serve the plain request (a list, a delete) under a verb the user may not hold.
-pub(super) fn upgrade_verb(method: &http::Method, info: &RequestInfo) -> Option<&'static str> {
-    if *method != http::Method::GET && *method != http::Method::POST {
-        return None;
-    }
-    if !info.is_resource_request {
-        return None;
-    }
-    let streaming =
-        info.resource == "pods" && matches!(info.subresource.as_str(), "exec" | "attach" | "portforward");
-    if streaming || info.subresource == "proxy" || info.verb == "proxy" {
-        return Some("create");
-    }
-    (info.verb == "watch" && info.subresource.is_empty() && *method == http::Method::GET).then_some("watch")
+/// What an upgrade request needs besides its own verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UpgradeRule {
+    /// A stream kube-apiserver only ever writes to (a watch, a pod's log, both served over
+    /// WebSocket to browsers): its own verb is enough.
+    ReadOnlyStream,
+    /// Anything else: `create` as well. An upgraded connection carries whatever the far end
+    /// speaks (a shell through `nodes/proxy` and the kubelet, a pod's port, a service, an
+    /// aggregated API's console), as SPDY's POST always did. Requiring the request's own verb
+    /// too means an `Upgrade` header kube-apiserver ignores (on a list, say) gains nothing.
+    Create,
 }
 
-/// Checked writes held at once by default: 16 x (3 MiB body + 3 MiB answer + its parse).
+/// `None` when the request may not upgrade at all: only GET (WebSocket) and POST (SPDY) on API
+/// resources do.
+pub(super) fn upgrade_rule(method: &http::Method, info: &RequestInfo) -> Option<UpgradeRule> {
+    if (*method != http::Method::GET && *method != http::Method::POST) || !info.is_resource_request {
+        return None;
+    }
+    let read_only = *method == http::Method::GET
+        && ((info.verb == "watch" && info.subresource.is_empty())
+            || (info.resource == "pods" && info.subresource == "log"));
+    Some(if read_only {
+        UpgradeRule::ReadOnlyStream
+    } else {
+        UpgradeRule::Create
+    })
+}
+
+/// Checked writes held at once: each holds up to a 3 MiB body, a 3 MiB answer and its parse.
 pub const MAX_CHECKED_WRITES: usize = 16;
+/// Checked writes one user may have in flight.
+pub const MAX_CHECKED_WRITES_PER_USER: u32 = 2;
 
 /// Self-review bodies are small objects (a few hundred bytes from kubectl); anything bigger is
 /// refused before it is all read.
