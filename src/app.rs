@@ -27,7 +27,7 @@ use crate::{
     config::clusters,
     metrics::{Metrics, RbacSource, Sources},
     proxy::{
-        Proxy, ProxyOptions,
+        Proxy, ProxyOptions, Recorder,
         headers::{IdentityHeaders, TrustedProxies},
         limits::UserLimits,
         upgrade::Streams,
@@ -238,19 +238,21 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let proxy = Arc::new(Proxy {
         authn: authn.clone(),
         clusters: registry.clone(),
-        access_log: access_log.clone(),
-        audit: audit.clone(),
-        metrics: metrics.clone(),
+        recorder: Recorder {
+            access_log: access_log.clone(),
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+            format: if args.log_format == "json" {
+                Format::Json
+            } else {
+                Format::Text
+            },
+        },
         opts: ProxyOptions {
             trusted_proxies,
             impersonate: args.impersonate_upstream,
             extra_user_headers: args.extra_user_headers.clone(),
             extra_user_header_client_ip: args.extra_user_header_client_ip,
-            log_format: if args.log_format == "json" {
-                Format::Json
-            } else {
-                Format::Text
-            },
             audit_max_body: args.audit_max_body_bytes,
             identity_headers,
             limits: UserLimits::new(
@@ -259,9 +261,9 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             ),
             body_timeout: args.request_body_timeout,
             checked_writes: Arc::new(tokio::sync::Semaphore::new(
-                crate::proxy::handler::MAX_CHECKED_WRITES,
+                crate::proxy::options::MAX_CHECKED_WRITES,
             )),
-            checked_writes_per_user: UserLimits::new(crate::proxy::handler::MAX_CHECKED_WRITES_PER_USER, 0),
+            checked_writes_per_user: UserLimits::new(crate::proxy::options::MAX_CHECKED_WRITES_PER_USER, 0),
         },
         streams: streams.clone(),
     });

@@ -12,62 +12,44 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode, Uri, header, request::Parts};
-use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header, request::Parts};
+use http_body_util::{Either, Full};
 
-use crate::cluster::{Cluster, UpstreamError};
+use super::{ProxyBody, refusal::Refusal, request_body::read_body};
+use crate::{
+    authz::{
+        rbac::Snapshot,
+        request_info::RequestInfo,
+        requester::{self, Requester, WritePlan},
+    },
+    cluster::{Cluster, UpstreamError},
+};
 
 /// kube-apiserver's default `--max-request-body-bytes` (3 MiB) is the most a write it accepts
 /// can carry; a dry-run answer is the object, of about the same size.
 pub const MAX_INSPECTED_BODY: usize = 3 << 20;
 
-/// Why a body the proxy had to read could not be.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("the request body is larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("the request body did not arrive within {}s", .0.as_secs())]
-    Timeout(Duration),
-    #[error("the request body could not be read")]
-    Failed,
-}
-
-/// Reads a whole body, at most `limit` bytes and within `deadline`.
-pub async fn read_body(body: Incoming, limit: usize, deadline: Duration) -> Result<Bytes, BodyError> {
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(deadline, collect).await {
-        Err(_) => Err(BodyError::Timeout(deadline)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(limit)),
-        Ok(Err(_)) => Err(BodyError::Failed),
-    }
-}
-
 /// What the dry run answered.
-pub struct DryRun {
-    pub status: StatusCode,
-    pub content_type: Option<HeaderValue>,
-    pub body: Bytes,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DryRunError {
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    #[error("the dry run's answer: {0}")]
-    Body(#[from] BodyError),
+struct DryRun {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
 }
 
 /// Sends `parts` + `body` (already rewritten for upstream: the proxy's headers, the upstream
 /// URI) with `dryRun=All`, asking for JSON.
-pub async fn dry_run(
+async fn dry_run(
     cluster: &Cluster,
     parts: &Parts,
     body: Bytes,
     deadline: Duration,
-) -> Result<DryRun, DryRunError> {
-    let uri = with_dry_run(&parts.uri).map_err(|_| UpstreamError::Failed("invalid upstream URI".into()))?;
+) -> Result<DryRun, Refusal> {
+    let upstream = |error| Refusal::Upstream {
+        cluster: cluster.name.clone(),
+        error,
+    };
+    let uri = with_dry_run(&parts.uri)
+        .map_err(|_| upstream(UpstreamError::Failed("invalid upstream URI".into())))?;
     let mut req = Request::new(Either::Right(Full::new(body)));
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
@@ -77,15 +59,65 @@ pub async fn dry_run(
     h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     // The answer is read here: no compression to undo.
     h.remove(header::ACCEPT_ENCODING);
-    let resp = cluster.upstream.send(req).await?;
+    let resp = cluster.upstream.send(req).await.map_err(upstream)?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = read_body(resp.into_body(), MAX_INSPECTED_BODY, deadline).await?;
+    let body = read_body(resp.into_body(), MAX_INSPECTED_BODY, deadline)
+        .await
+        .map_err(|e| upstream(UpstreamError::Failed(format!("the dry run's answer: {e}"))))?;
     Ok(DryRun {
         status,
         content_type,
         body,
     })
+}
+
+/// What to do with a checked write.
+pub enum Verdict {
+    /// Send it for real.
+    Proceed,
+    /// The dry run failed (conflict, invalid, not found ...): its answer is the write's.
+    Answer(Box<Response<ProxyBody>>),
+}
+
+/// Dry-runs a checked write (`parts` already rewritten for upstream) and checks what it would
+/// produce for the user.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_write(
+    cluster: &Cluster,
+    parts: &Parts,
+    whole: Bytes,
+    plan: &WritePlan,
+    snapshot: &Snapshot,
+    info: &RequestInfo,
+    who: Requester<'_>,
+    deadline: Duration,
+) -> Result<Verdict, Refusal> {
+    let dry = dry_run(cluster, parts, whole, deadline).await?;
+    if !dry.status.is_success() {
+        let mut resp = Response::new(Either::Right(Full::new(dry.body)));
+        *resp.status_mut() = dry.status;
+        if let Some(ct) = dry.content_type {
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        return Ok(Verdict::Answer(Box::new(resp)));
+    }
+    let created = dry.status == StatusCode::CREATED;
+    let refused = |refused| Refusal::WriteRefused {
+        info: Box::new(info.clone()),
+        refused: Box::new(refused),
+    };
+    if plan.content.is_none() {
+        // Only "would it create" was asked: the status says it.
+        if plan.refuse_create && created {
+            return Err(refused(requester::refuse_create(info, who.name)));
+        }
+        return Ok(Verdict::Proceed);
+    }
+    let object: serde_json::Value =
+        serde_json::from_slice(&dry.body).map_err(|_| Refusal::DryRunUnreadable(cluster.name.clone()))?;
+    requester::check(plan, info, created, &object, who, snapshot).map_err(refused)?;
+    Ok(Verdict::Proceed)
 }
 
 /// The same URI with `dryRun=All` added to its query.

@@ -6,7 +6,11 @@ pub mod handler;
 pub mod headers;
 pub mod inspect;
 pub mod limits;
-mod record;
+pub mod options;
+pub mod record;
+pub mod refusal;
+pub mod request_body;
+pub mod request_id;
 pub mod route;
 pub mod status;
 pub mod upgrade;
@@ -14,7 +18,9 @@ pub mod upgrade;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 
-pub use handler::{Proxy, ProxyOptions};
+pub use handler::Proxy;
+pub use options::ProxyOptions;
+pub use record::Recorder;
 
 /// Response bodies: streamed from the API server, or made by the proxy (Status errors).
 pub type ProxyBody = Either<body::Observed, Full<Bytes>>;

@@ -1,8 +1,9 @@
-//! The record phase: access line, audit event and metrics for every decision. Nothing here
-//! waits: the access line is appended to the log writer's buffer, the audit event goes to a
-//! bounded queue, metrics are atomics.
+//! The record phase: access line, audit event and metrics for every finished request, written by
+//! one [`Recorder`] that the handler calls once per exit. Nothing here waits: the access line is
+//! appended to the log writer's buffer, the audit event goes to a bounded queue, metrics are
+//! atomics.
 
-use std::{cell::RefCell, time::Instant};
+use std::{cell::RefCell, sync::Arc, time::Instant};
 
 use http::{HeaderValue, Response, uri::PathAndQuery};
 use http_body_util::Either;
@@ -12,33 +13,37 @@ use time::OffsetDateTime;
 use super::{
     ProxyBody,
     body::{Finish, Observed},
-    handler::Proxy,
+    limits::UserSlot,
+    refusal::Refusal,
 };
 use crate::{
     audit::{
-        access_log::{self, Client, Extra},
-        webhook::{AuditDecision, AuditEvent},
+        access_log::{self, Client, Extra, Format, Sink},
+        webhook::{AuditDecision, AuditEvent, AuditHandle},
     },
     authn::User,
     authz::request_info::RequestInfo,
-    metrics::{ClusterLabel, Decision, GaugeGuard, Verb},
+    metrics::{ClusterLabel, Decision, GaugeGuard, Metrics, Verb},
 };
 
-/// What the record phase needs, captured before the request is taken apart. The request's
-/// parts are shared (`Bytes`-backed), not copied.
-pub(super) struct Ctx {
+/// What the record phase needs, captured as the request goes. The request's parts are shared
+/// (`Bytes`-backed), not copied.
+pub struct Ctx {
     pub peer: std::net::SocketAddr,
     pub uri: Option<PathAndQuery>,
+    /// Only from a trusted proxy.
     pub forwarded_for: Option<HeaderValue>,
     pub request_id: String,
     pub started: Instant,
+    /// Set once authentication succeeded.
+    pub user: Option<Arc<User>>,
     /// Set once routing found the cluster (metrics never label an unknown name).
     pub cluster: Option<ClusterLabel>,
     /// The method's verb until the request is parsed, then the Kubernetes verb.
     pub verb: Verb,
     pub inflight: Option<GaugeGuard>,
     /// The user's in-flight place, once taken; held until the response (or stream) ends.
-    pub slot: Option<super::limits::UserSlot>,
+    pub slot: Option<UserSlot>,
 }
 
 impl Ctx {
@@ -59,13 +64,21 @@ impl Ctx {
     }
 }
 
+/// Writes what a finished request leaves behind.
+pub struct Recorder {
+    pub access_log: Arc<dyn Sink>,
+    pub audit: Option<AuditHandle>,
+    pub metrics: Arc<Metrics>,
+    pub format: Format,
+}
+
 thread_local! {
     /// Each worker thread formats its access lines in one reused buffer.
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
 }
 
 /// Formats one access line with `write` and hands it to the sink.
-fn emit(sink: &dyn access_log::Sink, write: impl FnOnce(&mut String)) {
+fn emit(sink: &dyn Sink, write: impl FnOnce(&mut String)) {
     let mut write = Some(write);
     let _ = LINE.try_with(|buf| {
         if let Ok(mut line) = buf.try_borrow_mut() {
@@ -87,61 +100,60 @@ fn emit(sink: &dyn access_log::Sink, write: impl FnOnce(&mut String)) {
     }
 }
 
-impl Proxy {
-    pub(super) fn log_success(&self, ctx: &Ctx, user: &User, code: u16) {
-        let format = self.opts.log_format;
+impl Recorder {
+    /// The AuSuccess line of an allowed request, when its answer's status is known.
+    pub fn success_line(&self, ctx: &Ctx, user: &User, code: u16) {
+        let format = self.format;
         emit(&*self.access_log, |line| {
             let now = OffsetDateTime::now_utc();
             access_log::write_success(line, format, now, &ctx.client(), user, &ctx.extra(code));
         });
     }
 
-    /// A refusal or failure made by the proxy itself: AuFail, metrics, and the Status response.
-    pub(super) fn fail(
-        &self,
-        ctx: &mut Ctx,
-        decision: Decision,
-        mut resp: Response<ProxyBody>,
-    ) -> Response<ProxyBody> {
+    /// A refusal made by the proxy itself: AuFail, metrics, the audit event of a denial, and
+    /// the Status answer.
+    pub fn refused(&self, ctx: &mut Ctx, refusal: Refusal) -> Response<ProxyBody> {
+        if let Refusal::Upstream { cluster, error } = &refusal {
+            tracing::warn!(%cluster, request_id = %ctx.request_id, %error, "upstream request failed");
+        }
+        if let Refusal::DryRunUnreadable(cluster) = &refusal {
+            tracing::warn!(%cluster, request_id = %ctx.request_id, "the dry run's answer is not JSON");
+        }
+        if let (Some(info), Some(user)) = (refusal.denied(), ctx.user.clone()) {
+            self.audit(ctx, &user, info, AuditDecision::Deny, None);
+        }
+        let decision = refusal.decision();
+        let mut resp = refusal.into_response();
         let code = resp.status().as_u16();
-        let format = self.opts.log_format;
+        let format = self.format;
         emit(&*self.access_log, |line| {
             let now = OffsetDateTime::now_utc();
             access_log::write_fail(line, format, now, &ctx.client(), &ctx.extra(code));
         });
+        self.finish_local(ctx, code, decision);
+        set_audit_id(&mut resp, &ctx.request_id);
+        resp
+    }
+
+    /// An answer the proxy made itself for an allowed request (self-reviews, a failed dry
+    /// run); its AuSuccess line is written by the caller, who knows the user.
+    pub fn answered(&self, ctx: &mut Ctx, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.finish_local(ctx, resp.status().as_u16(), Decision::Allow);
+        set_audit_id(&mut resp, &ctx.request_id);
+        resp
+    }
+
+    fn finish_local(&self, ctx: &mut Ctx, code: u16, decision: Decision) {
         let elapsed = ctx.started.elapsed();
         self.metrics
             .request_done(ctx.cluster.as_ref(), ctx.verb, code, decision, elapsed, elapsed);
         ctx.inflight.take();
         ctx.slot.take();
-        set_audit_id(&mut resp, &ctx.request_id);
-        resp
     }
 
-    /// An answer the proxy made itself for an allowed request (self-reviews).
-    pub(super) fn local_success(&self, ctx: &mut Ctx, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
-        let elapsed = ctx.started.elapsed();
-        self.metrics.request_done(
-            ctx.cluster.as_ref(),
-            ctx.verb,
-            resp.status().as_u16(),
-            Decision::Allow,
-            elapsed,
-            elapsed,
-        );
-        ctx.inflight.take();
-        ctx.slot.take();
-        set_audit_id(&mut resp, &ctx.request_id);
-        resp
-    }
-
-    /// Wraps a proxied response so its metrics are recorded when the stream ends.
-    pub(super) fn observe(
-        &self,
-        ctx: &mut Ctx,
-        resp: Response<Incoming>,
-        watch: bool,
-    ) -> Response<ProxyBody> {
+    /// Wraps a proxied response so its metrics are recorded (and the user's place given back)
+    /// when the stream ends.
+    pub fn observe(&self, ctx: &mut Ctx, resp: Response<Incoming>, watch: bool) -> Response<ProxyBody> {
         let (parts, body) = resp.into_parts();
         let mut guards: Vec<GaugeGuard> = ctx.inflight.take().into_iter().collect();
         if watch && parts.status.is_success() {
@@ -161,7 +173,8 @@ impl Proxy {
         Response::from_parts(parts, Either::Left(Observed::new(body, finish)))
     }
 
-    pub(super) fn audit(
+    /// The audit event of a resource request (non-resource requests are not audited).
+    pub fn audit(
         &self,
         ctx: &Ctx,
         user: &User,
@@ -186,90 +199,5 @@ impl Proxy {
 fn set_audit_id(resp: &mut Response<ProxyBody>, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert("audit-id", v);
-    }
-}
-
-/// 128 random bits as a UUID-shaped string (what kube-apiserver's Audit-ID looks like), built
-/// in one allocation.
-pub(super) fn new_request_id() -> String {
-    let mut b = [0u8; 16];
-    if !random_bytes(&mut b) {
-        // Without randomness, fall back to time: unique enough for log correlation.
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b = n.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(36);
-    for (i, x) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            id.push('-');
-        }
-        id.push(char::from(HEX[usize::from(x >> 4)]));
-        id.push(char::from(HEX[usize::from(x & 0x0f)]));
-    }
-    id
-}
-
-/// Random bytes from aws-lc's generator, drawn 512 at a time per thread: one `RAND_bytes` call
-/// costs about a microsecond whatever its size, and this runs for every request.
-fn random_bytes(out: &mut [u8; 16]) -> bool {
-    struct Pool {
-        buf: [u8; 512],
-        used: usize,
-    }
-    thread_local! {
-        static POOL: RefCell<Pool> = const { RefCell::new(Pool { buf: [0; 512], used: 512 }) };
-    }
-    POOL.try_with(|pool| {
-        let Ok(mut pool) = pool.try_borrow_mut() else {
-            return aws_lc_rs::rand::fill(out).is_ok();
-        };
-        if pool.used + out.len() > pool.buf.len() {
-            if aws_lc_rs::rand::fill(&mut pool.buf).is_err() {
-                return false;
-            }
-            pool.used = 0;
-        }
-        let start = pool.used;
-        out.copy_from_slice(&pool.buf[start..start + 16]);
-        // Each byte is handed out once.
-        pool.buf[start..start + 16].fill(0);
-        pool.used += 16;
-        true
-    })
-    .unwrap_or_else(|_| aws_lc_rs::rand::fill(out).is_ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_random_version_4_uuids() {
-        let a = new_request_id();
-        let b = new_request_id();
-        assert_ne!(a, b);
-        // Across refills of the per-thread pool, no ID repeats.
-        let many: std::collections::HashSet<String> = (0..200).map(|_| new_request_id()).collect();
-        assert_eq!(many.len(), 200);
-        for id in [&a, &b] {
-            let groups: Vec<&str> = id.split('-').collect();
-            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-            assert_eq!(lens, [8, 4, 4, 4, 12], "{id}");
-            assert!(
-                id.chars().all(|c| c == '-' || matches!(c, '0'..='9' | 'a'..='f')),
-                "{id}"
-            );
-            assert!(groups[2].starts_with('4'), "version nibble: {id}");
-            assert!(
-                matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
-                "variant: {id}"
-            );
-        }
     }
 }

@@ -61,20 +61,6 @@ pub fn unknown_cluster(name: &str) -> Response<ProxyBody> {
     )
 }
 
-/// kube-apiserver's answer when a max-in-flight limit is reached: 429 with `Retry-After: 1`,
-/// which client-go honours and retries on its own.
-pub fn too_many_requests() -> Response<ProxyBody> {
-    let mut resp = status_with_details(
-        StatusCode::TOO_MANY_REQUESTS,
-        "TooManyRequests",
-        "Too many requests from this user, please try again later.",
-        Some(json!({"retryAfterSeconds": 1})),
-    );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
-}
-
 /// The 403 kube-apiserver would give, word for word, so scripts and users see the same thing.
 pub fn forbidden(user: &str, info: &RequestInfo) -> Response<ProxyBody> {
     let details = if info.is_resource_request {

@@ -1,8 +1,11 @@
-//! Protocol upgrades (SPDY and WebSocket for exec, attach, port-forward): once both sides have
-//! switched, bytes are copied both ways until either side closes. The proxy never parses the
+//! Protocol upgrades (SPDY and WebSocket for exec, attach, port-forward, proxy, watch): which
+//! requests may ask for one and what they need ([`upgrade_rule`]), and once both sides have
+//! switched, bytes copied both ways until either side closes. The proxy never parses the
 //! framing; authorization already happened on the upgrade request.
 
 use std::sync::Arc;
+
+use crate::authz::request_info::RequestInfo;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -47,5 +50,72 @@ impl Streams {
                 _ = close.cancelled() => tracing::debug!(%cluster, "upgraded stream closed by shutdown"),
             }
         });
+    }
+}
+
+/// What an upgrade request needs besides its own verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeRule {
+    /// A stream kube-apiserver only ever writes to (a watch, a pod's log, both served over
+    /// WebSocket to browsers): its own verb is enough.
+    ReadOnlyStream,
+    /// Anything else: `create` as well. An upgraded connection carries whatever the far end
+    /// speaks (a shell through `nodes/proxy` and the kubelet, a pod's port, a service, an
+    /// aggregated API's console), as SPDY's POST always did. Requiring the request's own verb
+    /// too means an `Upgrade` header kube-apiserver ignores (on a list, say) gains nothing.
+    Create,
+}
+
+/// `None` when the request may not upgrade at all: only GET (WebSocket) and POST (SPDY) on API
+/// resources do.
+pub fn upgrade_rule(method: &http::Method, info: &RequestInfo) -> Option<UpgradeRule> {
+    if (*method != http::Method::GET && *method != http::Method::POST) || !info.is_resource_request {
+        return None;
+    }
+    let read_only = *method == http::Method::GET
+        && ((info.verb == "watch" && info.subresource.is_empty())
+            || (info.resource == "pods" && info.subresource == "log"));
+    Some(if read_only {
+        UpgradeRule::ReadOnlyStream
+    } else {
+        UpgradeRule::Create
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_upgrades_need_create() {
+        let rule = |m: &str, path: &str, q: Option<&str>| {
+            let info = RequestInfo::parse(m, path, q, true).unwrap();
+            upgrade_rule(&http::Method::from_bytes(m.as_bytes()).unwrap(), &info)
+        };
+        use UpgradeRule::{Create, ReadOnlyStream};
+        assert_eq!(
+            rule("GET", "/api/v1/namespaces/d/pods/p/exec", None),
+            Some(Create)
+        );
+        assert_eq!(
+            rule("POST", "/api/v1/namespaces/d/pods/p/portforward", None),
+            Some(Create)
+        );
+        assert_eq!(
+            rule("GET", "/api/v1/nodes/n/proxy/exec/d/p/c", None),
+            Some(Create)
+        );
+        assert_eq!(
+            rule("GET", "/api/v1/namespaces/d/pods", Some("watch=1")),
+            Some(ReadOnlyStream)
+        );
+        assert_eq!(
+            rule("GET", "/api/v1/namespaces/d/pods/p/log", None),
+            Some(ReadOnlyStream)
+        );
+        assert_eq!(rule("GET", "/api/v1/namespaces/d/secrets", None), Some(Create));
+        assert_eq!(rule("DELETE", "/api/v1/namespaces/d/pods/p/exec", None), None);
+        assert_eq!(rule("PATCH", "/api/v1/namespaces/d/configmaps/x", None), None);
+        assert_eq!(rule("GET", "/version", None), None);
     }
 }
