@@ -4,7 +4,7 @@
 usage: report.py RESULTS.tsv OUT.md [note lines...]
 
 Repeated runs of a workload are summarised by their median. Ratios are kube-oidc-proxy over the
-pass-through and over the upstream reached directly; the last column checks DESIGN.md section 7.
+pass-through and over the upstream reached directly; the last column checks the targets of the README's "Performance" section.
 """
 
 import statistics
@@ -114,7 +114,7 @@ def noisy(key):
 
 
 def check(key):
-    """The DESIGN.md section 7 target a row answers, with the verdict."""
+    """The README's performance target a row answers, with the verdict."""
     kop, pas = get(key, "kop"), get(key, "passthrough")
 
     def ok(c):
@@ -153,7 +153,7 @@ def check(key):
 lines = [
     "# kube-oidc-proxy benchmark",
     "",
-    "Written by `bench/run` (issue 6; targets from DESIGN.md §7). All three targets run at once on",
+    "Written by `bench/run` (issue 6; targets from the README's Performance section). All three targets run at once on",
     "loopback with TLS on both legs: **direct** = the fake API server (`bench/upstream.rs`),",
     "**pass-through** = plain hyper + rustls TLS-to-TLS proxy without auth (`bench/passthrough.rs`),",
     "**kop** = kube-oidc-proxy, release build, cached token, RBAC decision (built-in role",
@@ -166,7 +166,7 @@ lines = [
 lines += [f"- {n}" for n in notes]
 lines += [
     "",
-    "| workload | metric | direct | pass-through | kop | kop ÷ pass | kop ÷ direct | DESIGN §7 target |",
+    "| workload | metric | direct | pass-through | kop | kop ÷ pass | kop ÷ direct | target |",
     "|---|---|---:|---:|---:|---:|---:|---|",
 ]
 for key, workload, metric, f, show_spread in ROWS:

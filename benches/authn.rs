@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the authentication hot path (DESIGN.md §7):
+//! Micro-benchmarks of the authentication hot path (README, "Performance"):
 //!
 //! - the first request of a token: `Authenticator::authenticate` with the cache disabled, so
 //!   every call verifies (header, kid lookup, RS256 signature, claims, user mapping) against keys

@@ -1,4 +1,4 @@
-//! kube-oidc-proxy: one HTTPS endpoint in front of many Kubernetes clusters. See DESIGN.md for
+//! kube-oidc-proxy: one HTTPS endpoint in front of many Kubernetes clusters. See README.md for
 //! the request path; `app::start` is where everything is put together.
 #![forbid(unsafe_code)]
 

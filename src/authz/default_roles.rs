@@ -1,4 +1,4 @@
-//! The five built-in roles (DESIGN.md section 3), instantiated in memory for each cluster `C`:
+//! The five built-in roles (README, "Authorization"), instantiated in memory for each cluster `C`:
 //! group `C:R` grants role `R` in all of `C`, group `C:R:N` grants it in namespace `N` only.
 //!
 //! The Go proxy made a ClusterRole + ClusterRoleBinding `C:R` and, per namespace, a Role +
