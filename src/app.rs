@@ -286,7 +286,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
                 .collect();
             metrics.render(&Sources {
                 authn: Some(&authn.stats),
-                audit: Some(&audit_stats),
+                audit: Some(&*audit_stats),
                 rbac,
             })
         })

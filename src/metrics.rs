@@ -10,7 +10,7 @@
 
 mod labels;
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::time::Duration;
 
 use prometheus_client::{
     encoding::text,
@@ -25,7 +25,6 @@ use prometheus_client::{
 
 pub use labels::{ClusterLabel, Decision, RbacKind, Verb};
 
-use crate::{audit::webhook::AuditStats, authn::AuthnStats};
 use labels::{ClusterLabels, CodeClass, DurationLabels, ObjectLabels, Phase, RequestLabels};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -49,12 +48,41 @@ pub struct RbacSource {
     pub objects: Vec<(RbacKind, u64)>,
 }
 
+/// Authentication's counters at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthnFigures {
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub key_fetches: u64,
+    pub key_fetch_failures: u64,
+}
+
+/// The audit sender's counters at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditFigures {
+    pub queued: i64,
+    pub sent: u64,
+    pub retried: u64,
+    pub dropped: u64,
+    pub failed: u64,
+}
+
+/// Implemented where the authentication counters live, so metrics stays a leaf.
+pub trait AuthnCounters {
+    fn authn_figures(&self) -> AuthnFigures;
+}
+
+/// Implemented where the audit counters live, so metrics stays a leaf.
+pub trait AuditCounters {
+    fn audit_figures(&self) -> AuditFigures;
+}
+
 /// Values owned elsewhere, read when `/metrics` is scraped. A missing source reports zeros, so
 /// every series exists from the first scrape on.
 #[derive(Default)]
 pub struct Sources<'a> {
-    pub authn: Option<&'a AuthnStats>,
-    pub audit: Option<&'a AuditStats>,
+    pub authn: Option<&'a dyn AuthnCounters>,
+    pub audit: Option<&'a dyn AuditCounters>,
     pub rbac: Vec<RbacSource>,
 }
 
@@ -193,56 +221,55 @@ impl Metrics {
 
 /// A throwaway registry holding this scrape's copies of the values owned elsewhere.
 fn scrape_registry(sources: &Sources<'_>) -> Registry {
-    let read = |c: Option<&std::sync::atomic::AtomicU64>| c.map_or(0, |c| c.load(Ordering::Relaxed));
-    let authn = sources.authn;
-    let audit = sources.audit;
+    let authn = sources.authn.map(|a| a.authn_figures()).unwrap_or_default();
+    let audit = sources.audit.map(|a| a.audit_figures()).unwrap_or_default();
     let mut reg = Registry::default();
     let counters = [
         (
             "kop_token_cache_hits",
             "Requests whose token was found in the verified-token cache",
-            read(authn.map(|a| &a.cache_hits)),
+            authn.cache_hits,
         ),
         (
             "kop_token_cache_misses",
             "Requests whose token had to be verified",
-            read(authn.map(|a| &a.cache_misses)),
+            authn.cache_misses,
         ),
         (
             "kop_jwks_refreshes",
             "Fetches of the issuer's key set",
-            read(authn.map(|a| &a.key_fetches)),
+            authn.key_fetches,
         ),
         (
             "kop_jwks_refresh_failures",
             "Failed discovery or key set fetches",
-            read(authn.map(|a| &a.key_fetch_failures)),
+            authn.key_fetch_failures,
         ),
         (
             "kop_audit_events_sent",
             "Audit events the webhook accepted",
-            read(audit.map(|a| &a.sent)),
+            audit.sent,
         ),
         (
             "kop_audit_events_retried",
             "Audit webhook attempts retried",
-            read(audit.map(|a| &a.retried)),
+            audit.retried,
         ),
         (
             "kop_audit_events_dropped",
             "Audit events dropped because the queue was full, or left unsent at shutdown",
-            read(audit.map(|a| &a.dropped)),
+            audit.dropped,
         ),
         (
             "kop_audit_events_failed",
             "Audit events given up on: refused by the webhook or out of retries",
-            read(audit.map(|a| &a.failed)),
+            audit.failed,
         ),
     ];
     for (name, help, value) in counters {
         reg.register(name, help, ConstCounter::new(value));
     }
-    let depth = audit.map_or(0, |a| a.queued.load(Ordering::Relaxed).max(0));
+    let depth = audit.queued.max(0);
     reg.register(
         "kop_audit_queue_depth",
         "Audit events waiting to be sent",

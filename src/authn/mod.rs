@@ -106,6 +106,18 @@ pub struct AuthnStats {
     pub key_fetch_failures: AtomicU64,
 }
 
+impl crate::metrics::AuthnCounters for AuthnStats {
+    fn authn_figures(&self) -> crate::metrics::AuthnFigures {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::metrics::AuthnFigures {
+            cache_hits: read(&self.cache_hits),
+            cache_misses: read(&self.cache_misses),
+            key_fetches: read(&self.key_fetches),
+            key_fetch_failures: read(&self.key_fetch_failures),
+        }
+    }
+}
+
 pub struct Authenticator {
     cfg: OidcConfig,
     client: IssuerClient,

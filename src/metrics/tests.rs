@@ -1,6 +1,8 @@
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::*;
+// The real counter owners, as the proxy wires them at scrape time.
+use crate::{audit::webhook::AuditStats, authn::AuthnStats};
 
 const MS: Duration = Duration::from_millis(1);
 

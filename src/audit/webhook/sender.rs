@@ -49,6 +49,19 @@ pub struct AuditStats {
     pub dropped: AtomicU64,
 }
 
+impl crate::metrics::AuditCounters for AuditStats {
+    fn audit_figures(&self) -> crate::metrics::AuditFigures {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::metrics::AuditFigures {
+            queued: self.queued.load(Ordering::Relaxed),
+            sent: read(&self.sent),
+            retried: read(&self.retried),
+            dropped: read(&self.dropped),
+            failed: read(&self.failed),
+        }
+    }
+}
+
 /// Starts the sender.
 pub struct AuditSender;
 
