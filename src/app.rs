@@ -2,7 +2,6 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,10 +20,10 @@ use crate::{
         webhook::{AuditError, AuditSender, AuditStats, WebhookConfig},
     },
     authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
-    authz::role_file::{self, RoleFile},
     cli::Args,
     cluster::{Registry, UpstreamOptions},
     config::clusters,
+    config::role_file::{self, RoleFile},
     metrics::{Metrics, RbacSource, Sources},
     proxy::{
         Proxy, ProxyOptions, Recorder,
@@ -46,8 +45,6 @@ pub enum StartError {
     Authn(#[from] crate::authn::AuthnError),
     #[error("audit webhook: {0}")]
     Audit(#[from] AuditError),
-    #[error(transparent)]
-    RoleFile(#[from] role_file::RoleFileError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -174,12 +171,12 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let hard = CancellationToken::new();
 
     let role_file = match &args.role_config {
-        Some(path) => role_file::load(path)?,
+        Some(path) => role_file::load(path).map_err(crate::config::ConfigError::from)?,
         None => RoleFile::default(),
     };
     let (role_file_tx, role_file_rx) = watch::channel(Arc::new(role_file));
     if let Some(path) = &args.role_config {
-        spawn_role_file_reloader(
+        role_file::spawn_reloader(
             path.clone(),
             args.config_reload_interval,
             role_file_tx,
@@ -390,41 +387,4 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         stop,
         done,
     })
-}
-
-/// Re-reads the role file when it changes. A broken edit keeps the last good version and says
-/// why (file, line, field), so a typo never drops everyone's access.
-fn spawn_role_file_reloader(
-    path: PathBuf,
-    every: Duration,
-    tx: watch::Sender<Arc<RoleFile>>,
-    cancel: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut last = tokio::fs::read(&path).await.ok();
-        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let Ok(bytes) = tokio::fs::read(&path).await else {
-                tracing::warn!(file = %path.display(), "role file cannot be read; keeping the last good version");
-                continue;
-            };
-            if last.as_ref() == Some(&bytes) {
-                continue;
-            }
-            last = Some(bytes.clone());
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            match role_file::parse(&path, &text) {
-                Ok(file) => {
-                    tracing::info!(file = %path.display(), "role file reloaded");
-                    tx.send_replace(Arc::new(file));
-                }
-                Err(e) => tracing::error!("role file not reloaded, keeping the last good version: {e}"),
-            }
-        }
-    });
 }

@@ -1,9 +1,9 @@
 //! Authorization: what a request asks for ([`request_info`]), Kubernetes RBAC evaluated inside
 //! the proxy ([`rbac`]), the built-in roles ([`default_roles`]), the 403 wording
-//! ([`forbidden`]), the self-reviews the proxy answers itself ([`reviews`]) and the
-//! `--role-config` file ([`role_file`]), and the checks kube-apiserver makes with the
-//! requester's identity inside its handlers ([`requester`], [`escalation`]). Everything here is
-//! pure (no clocks, no locks); the only I/O is [`role_file::load`] reading its file.
+//! ([`forbidden`]), the self-reviews the proxy answers itself ([`reviews`]), and the checks
+//! kube-apiserver makes with the requester's identity inside its handlers ([`requester`],
+//! [`escalation`]). Everything here is pure: no clocks, no locks, no I/O (the role file that
+//! feeds the engine is read by `crate::config::role_file`).
 
 pub mod default_roles;
 pub mod escalation;
@@ -12,4 +12,3 @@ pub mod rbac;
 pub mod request_info;
 pub mod requester;
 pub mod reviews;
-pub mod role_file;

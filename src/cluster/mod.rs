@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    authz::role_file::RoleFile,
     config::clusters::{ClusterEntry, Loaded},
+    config::role_file::RoleFile,
 };
 pub use rbac::ClusterRbac;
 pub use upstream::{Upstream, UpstreamError, UpstreamOptions};

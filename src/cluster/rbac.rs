@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::authz::{
     default_roles::default_role_objects,
     rbac::{RbacObjects, Snapshot, SnapshotBuilder},
-    role_file::RoleFile,
 };
+use crate::config::role_file::RoleFile;
 use crate::metrics::RbacKind;
 
 /// Changes arriving within this window are folded into one rebuild.

@@ -1,6 +1,8 @@
 //! Configuration files: read once at start, validated with errors that name file, line and field.
 
 pub mod clusters;
+pub mod reload;
+pub mod role_file;
 
 use std::{fmt, path::PathBuf};
 

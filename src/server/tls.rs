@@ -102,18 +102,7 @@ impl ServingCert {
 
     pub fn spawn_reloader(self: &Arc<Self>, every: Duration, cancel: CancellationToken) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let this = this.clone();
-                let _ = tokio::task::spawn_blocking(move || this.reload()).await;
-            }
-        });
+        crate::config::reload::poll_until_cancelled(every, cancel, move || this.reload());
     }
 }
 

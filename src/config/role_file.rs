@@ -23,7 +23,7 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::rbac::RbacObjects;
+use crate::authz::rbac::RbacObjects;
 use raw::{Object, RawDocument};
 
 /// The parsed file: the objects of each cluster, by cluster name.
@@ -64,6 +64,65 @@ pub enum RoleFileError {
         field: String,
         message: String,
     },
+}
+
+/// Re-reads the role file when it changes. A broken edit keeps the last good version and says
+/// why (file, line, field), so a typo never drops everyone's access.
+pub fn spawn_reloader(
+    path: PathBuf,
+    every: std::time::Duration,
+    tx: tokio::sync::watch::Sender<std::sync::Arc<RoleFile>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let last = std::sync::Mutex::new(std::fs::read(&path).ok());
+    super::reload::poll_until_cancelled(every, cancel, move || {
+        let Ok(bytes) = std::fs::read(&path) else {
+            tracing::warn!(file = %path.display(), "role file cannot be read; keeping the last good version");
+            return;
+        };
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref() == Some(&bytes) {
+            return;
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        *last = Some(bytes);
+        match parse(&path, &text) {
+            Ok(file) => {
+                tracing::info!(file = %path.display(), "role file reloaded");
+                tx.send_replace(std::sync::Arc::new(file));
+            }
+            Err(e) => tracing::error!("role file not reloaded, keeping the last good version: {e}"),
+        }
+    });
+}
+
+/// The configuration files' one error type: the same file, line and field, the same text.
+impl From<RoleFileError> for super::ConfigError {
+    fn from(e: RoleFileError) -> Self {
+        let located = |file: PathBuf, line: u64, field: String, message: String| super::ConfigError {
+            file,
+            line,
+            field,
+            message,
+        };
+        match e {
+            RoleFileError::Read { path, source } => located(
+                path,
+                0,
+                String::new(),
+                format!("cannot read the role file: {source}"),
+            ),
+            RoleFileError::Yaml { path, line, message } => {
+                located(path, line.unwrap_or(0), String::new(), message)
+            }
+            RoleFileError::Invalid {
+                path,
+                line,
+                field,
+                message,
+            } => located(path, line, field, message),
+        }
+    }
 }
 
 /// `:<line>` when the line is known.

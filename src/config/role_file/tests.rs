@@ -343,3 +343,24 @@ fn load_reads_the_file() {
     assert!(matches!(load(&binary), Err(RoleFileError::Read { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn errors_read_the_same_as_config_errors() {
+    let dir = std::env::temp_dir().join(format!("kop-rf-conv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("roles.yaml");
+    std::fs::write(
+        &path,
+        "kind: Role\nmetadata:\n  name: r\n  clusterName: \"bad name\"\n",
+    )
+    .unwrap();
+    let err = load(&path).unwrap_err();
+    let text = err.to_string();
+    let config: crate::config::ConfigError = err.into();
+    assert_eq!(config.to_string(), text);
+    assert!(config.line > 0, "{config}");
+    let missing = load(&dir.join("missing.yaml")).unwrap_err();
+    let text = missing.to_string();
+    assert_eq!(crate::config::ConfigError::from(missing).to_string(), text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
