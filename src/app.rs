@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     audit::{
-        access_log::{Format, Sink},
+        access_log::Sink,
         line_writer::BufferedWriter,
         webhook::{AuditError, AuditSender, AuditStats, WebhookConfig},
     },
@@ -157,7 +157,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let cert = ServingCert::load(cert_file, key_file)?;
     let tls_config = server::tls::server_config(
         cert.resolver.clone(),
-        &args.tls_min_version,
+        args.tls_min_version,
         &args.tls_cipher_suites,
     )?;
 
@@ -239,11 +239,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             access_log: access_log.clone(),
             audit: audit.clone(),
             metrics: metrics.clone(),
-            format: if args.log_format == "json" {
-                Format::Json
-            } else {
-                Format::Text
-            },
+            format: args.log_format,
         },
         opts: ProxyOptions {
             trusted_proxies,

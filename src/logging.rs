@@ -17,12 +17,12 @@ pub fn filter_for(verbosity: u8) -> EnvFilter {
 }
 
 /// `json` gives one JSON object per line (for log pipelines); anything else plain text.
-pub fn init(verbosity: u8, format: &str) {
+pub fn init(verbosity: u8, format: crate::audit::access_log::Format) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter_for(verbosity))
         .with_target(false);
-    let _ = if format == "json" {
+    let _ = if format == crate::audit::access_log::Format::Json {
         builder
             .json()
             .flatten_event(true)

@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", mirror_manifests(cluster, namespaces));
         return Ok(());
     }
-    logging::init(args.verbosity, &args.log_format);
+    logging::init(args.verbosity, args.log_format);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let running = match kube_oidc_proxy::start(args).await {

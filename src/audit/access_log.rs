@@ -29,7 +29,7 @@ pub struct Client<'a> {
 
 /// `--log-format`: the Go proxy's text lines, or one JSON object per line with the same facts
 /// plus the request ID, the cluster and the status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     #[default]
     Text,

@@ -163,8 +163,13 @@ pub struct Args {
     pub tls_private_key_file: Option<PathBuf>,
 
     /// Minimum TLS version: VersionTLS12 or VersionTLS13.
-    #[arg(long, default_value = "VersionTLS12", help_heading = "Secure Serving")]
-    pub tls_min_version: String,
+    #[arg(
+        long,
+        value_enum,
+        default_value = "VersionTLS12",
+        help_heading = "Secure Serving"
+    )]
+    pub tls_min_version: crate::server::tls::TlsVersion,
 
     /// Comma-separated cipher suites (Go/IANA names) allowed for TLS 1.2; default: all secure ones.
     #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
@@ -267,8 +272,8 @@ pub struct Args {
 
     // ---- Misc
     /// Log format for access lines and operational logs: text or json.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"], help_heading = "Misc")]
-    pub log_format: String,
+    #[arg(long, value_enum, default_value = "text", help_heading = "Misc")]
+    pub log_format: crate::audit::access_log::Format,
 
     /// Log verbosity (klog style): 0 info, 2 debug for the proxy, 4 debug for everything, 6 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0, help_heading = "Misc")]
@@ -377,6 +382,27 @@ mod tests {
         assert!(parse(&["--flush-interval=5"]).is_err());
         assert!(parse(&["--oidc-required-claim=novalue"]).is_err());
         assert!(parse(&["--secure-port=70000"]).is_err());
+    }
+
+    /// Formats and TLS versions are typed at parse time, with Go's names.
+    #[test]
+    fn value_enums() {
+        use crate::{audit::access_log::Format, server::tls::TlsVersion};
+        let a = parse(&[]).expect("defaults");
+        assert_eq!(a.log_format, Format::Text);
+        assert_eq!(a.tls_min_version, TlsVersion::Tls12);
+        let a = parse(&["--log-format=json", "--tls-min-version=VersionTLS13"]).expect("parse");
+        assert_eq!(a.log_format, Format::Json);
+        assert_eq!(a.tls_min_version, TlsVersion::Tls13);
+        // Named, so the Go proxy's values parse and are then refused with a reason.
+        assert_eq!(
+            parse(&["--tls-min-version=VersionTLS10"])
+                .expect("parse")
+                .tls_min_version,
+            TlsVersion::Tls10
+        );
+        assert!(parse(&["--log-format=xml"]).is_err());
+        assert!(parse(&["--tls-min-version=TLS1.3"]).is_err());
     }
 
     #[test]

@@ -106,24 +106,38 @@ impl ServingCert {
     }
 }
 
+/// `--tls-min-version`, with Go's names. TLS 1.0 and 1.1 are named so that a command line
+/// written for the Go proxy gets a clear refusal rather than "unknown value".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsVersion {
+    #[value(name = "VersionTLS10")]
+    Tls10,
+    #[value(name = "VersionTLS11")]
+    Tls11,
+    #[value(name = "VersionTLS12")]
+    Tls12,
+    #[value(name = "VersionTLS13")]
+    Tls13,
+}
+
 /// The listener's rustls config from `--tls-min-version` and `--tls-cipher-suites`, offering
 /// h2 and http/1.1 by ALPN.
 pub fn server_config(
     resolver: Arc<CertResolver>,
-    min_version: &str,
+    min_version: TlsVersion,
     cipher_suites: &[String],
 ) -> Result<ServerConfig, TlsError> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
-        "" | "VersionTLS12" => &[&TLS13, &TLS12],
-        "VersionTLS13" => &[&TLS13],
-        "VersionTLS10" | "VersionTLS11" => {
+        TlsVersion::Tls12 => &[&TLS13, &TLS12],
+        TlsVersion::Tls13 => &[&TLS13],
+        TlsVersion::Tls10 | TlsVersion::Tls11 => {
+            let name = if min_version == TlsVersion::Tls10 {
+                "VersionTLS10"
+            } else {
+                "VersionTLS11"
+            };
             return Err(TlsError::Config(format!(
-                "--tls-min-version {min_version} is not supported (TLS 1.2 is the minimum)"
-            )));
-        }
-        other => {
-            return Err(TlsError::Config(format!(
-                "--tls-min-version {other:?} is not one of VersionTLS12, VersionTLS13"
+                "--tls-min-version {name} is not supported (TLS 1.2 is the minimum)"
             )));
         }
     };
