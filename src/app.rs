@@ -17,14 +17,14 @@ use crate::{
     audit::{
         access_log::Sink,
         line_writer::BufferedWriter,
-        webhook::{AuditError, AuditSender, AuditStats, WebhookConfig},
+        webhook::{AuditError, AuditHandle, AuditSender, AuditStats, WebhookConfig},
     },
     authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
     cli::Args,
     cluster::{Registry, UpstreamOptions},
     config::clusters,
     config::role_file::{self, RoleFile},
-    metrics::{Metrics, RbacSource, Sources},
+    metrics::Metrics,
     proxy::{
         Proxy, ProxyOptions, Recorder,
         headers::{IdentityHeaders, TrustedProxies},
@@ -95,11 +95,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
 
 pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Running, StartError> {
     let flag_err = |s: &str| StartError::Flags(s.to_string());
-    let issuer_url = args.oidc_issuer_url.clone().filter(|s| !s.is_empty());
-    let client_id = args.oidc_client_id.clone().filter(|s| !s.is_empty());
-    let (Some(issuer_url), Some(client_id)) = (issuer_url, client_id) else {
-        return Err(flag_err("--oidc-issuer-url and --oidc-client-id are required"));
-    };
+    let authn = authenticator(&args)?;
     let (Some(cert_file), Some(key_file)) = (&args.tls_cert_file, &args.tls_private_key_file) else {
         return Err(flag_err(
             "--tls-cert-file and --tls-private-key-file are required",
@@ -116,43 +112,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             args.secure_port
         )));
     }
-    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(StartError::Flags)?;
-    let (identity_names, identity_prefixes) = args.identity_headers();
-    let identity_headers = IdentityHeaders::with(&identity_names, &identity_prefixes)
-        .map_err(|e| StartError::Flags(format!("--requestheader-*: {e}")))?;
-    if args.oidc_username_claim != "email" && args.username_prefix().is_empty() {
-        tracing::warn!(
-            claim = %args.oidc_username_claim,
-            "user names come from a claim other than email with no --oidc-username-prefix: a \
-             token's name can equal a User subject that a cluster's RBAC meant for another \
-             authenticator (a client certificate's CN, a static token). Set a prefix such as \
-             --oidc-username-prefix=oidc: and name users with it in RBAC"
-        );
-    }
-    let ca_pem = match &args.oidc_ca_file {
-        Some(p) => Some(
-            std::fs::read(p)
-                .map_err(|e| StartError::Flags(format!("--oidc-ca-file {}: {e}", p.display())))?,
-        ),
-        None => None,
-    };
-
-    let authn = Authenticator::new(OidcConfig {
-        issuer_url,
-        client_id,
-        ca_pem,
-        signing_algs: parse_signing_algs(&args.oidc_signing_algs)?,
-        mapping: ClaimMapping {
-            username_claim: args.oidc_username_claim.clone(),
-            username_prefix: args.username_prefix().to_string(),
-            groups_claim: args.oidc_groups_claim.clone(),
-            groups_prefix: args.oidc_groups_prefix.clone(),
-            required_claims: args.oidc_required_claim.clone(),
-        },
-        refresh_interval: args.oidc_jwks_refresh_interval.max(Duration::from_secs(1)),
-        min_refetch_interval: args.oidc_jwks_min_refetch_interval,
-        cache_size: args.token_cache_size,
-    })?;
+    let opts = proxy_options(&args)?;
 
     let cert = ServingCert::load(cert_file, key_file)?;
     let tls_config = server::tls::server_config(
@@ -217,19 +177,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
 
     let metrics = Arc::new(Metrics::new());
     let audit_stats = Arc::new(AuditStats::default());
-    let audit = match args.audit_webhook_server.as_deref().filter(|s| !s.is_empty()) {
-        Some(url) => {
-            let mut cfg = WebhookConfig::new(url);
-            cfg.ca_file = args.audit_webhook_ca_file.clone();
-            cfg.client_cert_file = args.audit_webhook_client_cert_file.clone();
-            cfg.client_key_file = args.audit_webhook_client_key_file.clone();
-            cfg.bearer_token_file = args.audit_webhook_token_file.clone();
-            cfg.queue_size = args.audit_webhook_queue_size;
-            let (handle, _task) = AuditSender::start(cfg, audit_stats.clone())?;
-            Some(handle)
-        }
-        None => None,
-    };
+    let audit = start_audit(&args, &audit_stats)?;
 
     let streams = Streams::default();
     let proxy = Arc::new(Proxy {
@@ -241,77 +189,23 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
             metrics: metrics.clone(),
             format: args.log_format,
         },
-        opts: ProxyOptions {
-            trusted_proxies,
-            impersonate: args.impersonate_upstream,
-            extra_user_headers: args.extra_user_headers.clone(),
-            extra_user_header_client_ip: args.extra_user_header_client_ip,
-            audit_max_body: args.audit_max_body_bytes,
-            identity_headers,
-            limits: UserLimits::new(
-                args.max_requests_inflight_per_user,
-                args.max_long_running_requests_per_user,
-            ),
-            body_timeout: args.request_body_timeout,
-            checked_writes: Arc::new(tokio::sync::Semaphore::new(
-                crate::proxy::options::MAX_CHECKED_WRITES,
-            )),
-            checked_writes_per_user: UserLimits::new(crate::proxy::options::MAX_CHECKED_WRITES_PER_USER, 0),
-        },
+        opts,
         streams: streams.clone(),
     });
-    let render_metrics: probe::RenderMetrics = {
-        let (metrics, authn, registry, audit_stats) = (
-            metrics.clone(),
-            authn.clone(),
-            registry.clone(),
-            audit_stats.clone(),
-        );
-        Arc::new(move || {
-            let rbac = registry
-                .all()
-                .iter()
-                .map(|c| RbacSource {
-                    cluster: c.name.to_string(),
-                    snapshot_age: c.rbac.built_at.load().map(|t| t.elapsed()),
-                    objects: c.rbac.counts(),
-                })
-                .collect();
-            metrics.render(&Sources {
-                authn: Some(&authn.stats),
-                audit: Some(&*audit_stats),
-                rbac,
-            })
-        })
-    };
-
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let cluster_wait = args.cluster_ready_timeout;
-    let ready: probe::ReadyCheck = {
-        let (authn, shutting_down, registry) = (authn.clone(), shutting_down.clone(), registry.clone());
-        Arc::new(move || {
-            let mut reasons = Vec::new();
-            if !authn.is_ready() {
-                reasons.push("OIDC issuer keys are not loaded yet".to_string());
-            }
-            // A cluster that cannot be reached is reported, but after a while it no longer
-            // holds back the others.
-            let waiting = started.elapsed() < cluster_wait;
-            for c in registry.all().iter().filter(|c| !c.rbac.is_ready()) {
-                let why = c.rbac.last_error().unwrap_or_else(|| "not loaded yet".into());
-                if waiting {
-                    reasons.push(format!("cluster {}: RBAC {why}", c.name));
-                } else {
-                    tracing::debug!(cluster = %c.name, "RBAC still not loaded: {why}");
-                }
-            }
-            if shutting_down.load(Ordering::Acquire) {
-                reasons.push("shutting down".to_string());
-            }
-            if reasons.is_empty() { Ok(()) } else { Err(reasons) }
-        })
-    };
+    let render_metrics = probe::metrics_renderer(
+        metrics.clone(),
+        authn.clone(),
+        registry.clone(),
+        audit_stats.clone(),
+    );
+    let ready = probe::readiness(
+        authn.clone(),
+        registry.clone(),
+        Instant::now(),
+        args.cluster_ready_timeout,
+        shutting_down.clone(),
+    );
     tokio::spawn(probe::serve(
         probe_listener,
         ready,
@@ -334,43 +228,17 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     ));
     tracing::info!(%addr, %probe_addr, clusters = ?registry.names(), "serving");
 
-    let grace = args.shutdown_grace_period;
-    let stop_signal = stop.clone();
-    let log_at_exit = access_log.clone();
-    let done = tokio::spawn(async move {
-        stop_signal.cancelled().await;
-        shutting_down.store(true, Ordering::Release);
-        let graceful = match server.await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "listener task failed");
-                return;
-            }
-        };
-        tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
-        streams.tracker.close();
-        let drained = tokio::time::timeout(grace, async {
-            graceful.shutdown().await;
-            streams.tracker.wait().await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::info!("shutdown deadline reached: closing remaining streams");
-            streams.close.cancel();
-            hard.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), streams.tracker.wait()).await;
-        }
-        if let Some(audit) = audit {
-            let unsent = audit.shutdown(Duration::from_secs(5)).await;
-            if unsent > 0 {
-                tracing::warn!(unsent, "audit events could not be delivered before exit");
-            }
-        }
-        background.cancel();
-        // The last access lines are out before the process exits.
-        let _ = tokio::task::spawn_blocking(move || log_at_exit.flush()).await;
-        tracing::info!("stopped");
-    });
+    let done = tokio::spawn(shutdown_sequence(Shutdown {
+        stop: stop.clone(),
+        shutting_down,
+        server,
+        streams,
+        grace: args.shutdown_grace_period,
+        hard,
+        audit,
+        background,
+        access_log: access_log.clone(),
+    }));
 
     Ok(Running {
         addr,
@@ -383,4 +251,136 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         stop,
         done,
     })
+}
+
+/// What the shutdown sequence stops, in order.
+struct Shutdown {
+    stop: CancellationToken,
+    shutting_down: Arc<AtomicBool>,
+    server: tokio::task::JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
+    streams: Streams,
+    grace: Duration,
+    hard: CancellationToken,
+    audit: Option<AuditHandle>,
+    background: CancellationToken,
+    access_log: Arc<dyn Sink>,
+}
+
+/// On `stop`: readiness turns 503, the listener closes, in-flight requests and streams get
+/// `grace` to finish, then streams are closed; queued audit events get 5 s; background tasks
+/// stop; the last access lines are flushed.
+async fn shutdown_sequence(s: Shutdown) {
+    s.stop.cancelled().await;
+    s.shutting_down.store(true, Ordering::Release);
+    let graceful = match s.server.await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "listener task failed");
+            return;
+        }
+    };
+    tracing::info!(grace = ?s.grace, "shutting down: finishing in-flight requests");
+    s.streams.tracker.close();
+    let drained = tokio::time::timeout(s.grace, async {
+        graceful.shutdown().await;
+        s.streams.tracker.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("shutdown deadline reached: closing remaining streams");
+        s.streams.close.cancel();
+        s.hard.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.streams.tracker.wait()).await;
+    }
+    if let Some(audit) = s.audit {
+        let unsent = audit.shutdown(Duration::from_secs(5)).await;
+        if unsent > 0 {
+            tracing::warn!(unsent, "audit events could not be delivered before exit");
+        }
+    }
+    s.background.cancel();
+    // The last access lines are out before the process exits.
+    let log = s.access_log;
+    let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+    tracing::info!("stopped");
+}
+
+/// OIDC from the `--oidc-*` flags.
+fn authenticator(args: &Args) -> Result<Arc<Authenticator>, StartError> {
+    let issuer_url = args.oidc_issuer_url.clone().filter(|s| !s.is_empty());
+    let client_id = args.oidc_client_id.clone().filter(|s| !s.is_empty());
+    let (Some(issuer_url), Some(client_id)) = (issuer_url, client_id) else {
+        return Err(StartError::Flags(
+            "--oidc-issuer-url and --oidc-client-id are required".into(),
+        ));
+    };
+    if args.oidc_username_claim != "email" && args.username_prefix().is_empty() {
+        tracing::warn!(
+            claim = %args.oidc_username_claim,
+            "user names come from a claim other than email with no --oidc-username-prefix: a \
+             token's name can equal a User subject that a cluster's RBAC meant for another \
+             authenticator (a client certificate's CN, a static token). Set a prefix such as \
+             --oidc-username-prefix=oidc: and name users with it in RBAC"
+        );
+    }
+    let ca_pem = match &args.oidc_ca_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| StartError::Flags(format!("--oidc-ca-file {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    Ok(Authenticator::new(OidcConfig {
+        issuer_url,
+        client_id,
+        ca_pem,
+        signing_algs: parse_signing_algs(&args.oidc_signing_algs)?,
+        mapping: ClaimMapping {
+            username_claim: args.oidc_username_claim.clone(),
+            username_prefix: args.username_prefix().to_string(),
+            groups_claim: args.oidc_groups_claim.clone(),
+            groups_prefix: args.oidc_groups_prefix.clone(),
+            required_claims: args.oidc_required_claim.clone(),
+        },
+        refresh_interval: args.oidc_jwks_refresh_interval.max(Duration::from_secs(1)),
+        min_refetch_interval: args.oidc_jwks_min_refetch_interval,
+        cache_size: args.token_cache_size,
+    })?)
+}
+
+/// The request path's switches and limits from flags.
+fn proxy_options(args: &Args) -> Result<ProxyOptions, StartError> {
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(StartError::Flags)?;
+    let (identity_names, identity_prefixes) = args.identity_headers();
+    let identity_headers = IdentityHeaders::with(&identity_names, &identity_prefixes)
+        .map_err(|e| StartError::Flags(format!("--requestheader-*: {e}")))?;
+    Ok(ProxyOptions {
+        trusted_proxies,
+        impersonate: args.impersonate_upstream,
+        extra_user_headers: args.extra_user_headers.clone(),
+        extra_user_header_client_ip: args.extra_user_header_client_ip,
+        audit_max_body: args.audit_max_body_bytes,
+        identity_headers,
+        limits: UserLimits::new(
+            args.max_requests_inflight_per_user,
+            args.max_long_running_requests_per_user,
+        ),
+        body_timeout: args.request_body_timeout,
+        ..ProxyOptions::default()
+    })
+}
+
+/// The audit webhook sender, when `--audit-webhook-server` is set.
+fn start_audit(args: &Args, stats: &Arc<AuditStats>) -> Result<Option<AuditHandle>, StartError> {
+    let Some(url) = args.audit_webhook_server.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let mut cfg = WebhookConfig::new(url);
+    cfg.ca_file = args.audit_webhook_ca_file.clone();
+    cfg.client_cert_file = args.audit_webhook_client_cert_file.clone();
+    cfg.client_key_file = args.audit_webhook_client_key_file.clone();
+    cfg.bearer_token_file = args.audit_webhook_token_file.clone();
+    cfg.queue_size = args.audit_webhook_queue_size;
+    let (handle, _task) = AuditSender::start(cfg, stats.clone())?;
+    Ok(Some(handle))
 }

@@ -88,3 +88,61 @@ fn reply(code: StatusCode, body: String, content_type: &'static str) -> Response
     );
     r
 }
+
+/// `/ready`: the issuer's keys are loaded, every cluster's first RBAC snapshot is in place (a
+/// cluster still unreachable after `cluster_wait` is reported but no longer holds the others
+/// back), and no shutdown has begun.
+pub fn readiness(
+    authn: Arc<crate::authn::Authenticator>,
+    registry: Arc<crate::cluster::Registry>,
+    started: std::time::Instant,
+    cluster_wait: std::time::Duration,
+    shutting_down: Arc<std::sync::atomic::AtomicBool>,
+) -> ReadyCheck {
+    Arc::new(move || {
+        let mut reasons = Vec::new();
+        if !authn.is_ready() {
+            reasons.push("OIDC issuer keys are not loaded yet".to_string());
+        }
+        let waiting = started.elapsed() < cluster_wait;
+        for c in registry.all().iter().filter(|c| !c.rbac.is_ready()) {
+            let why = c.rbac.last_error().unwrap_or_else(|| "not loaded yet".into());
+            if waiting {
+                reasons.push(format!("cluster {}: RBAC {why}", c.name));
+            } else {
+                tracing::debug!(cluster = %c.name, "RBAC still not loaded: {why}");
+            }
+        }
+        if shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+            reasons.push("shutting down".to_string());
+        }
+        if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+    })
+}
+
+/// `/metrics`: the proxy's own metrics plus what authentication, the audit sender and each
+/// cluster's RBAC report at scrape time.
+pub fn metrics_renderer(
+    metrics: Arc<crate::metrics::Metrics>,
+    authn: Arc<crate::authn::Authenticator>,
+    registry: Arc<crate::cluster::Registry>,
+    audit_stats: Arc<crate::audit::webhook::AuditStats>,
+) -> RenderMetrics {
+    use crate::metrics::{RbacSource, Sources};
+    Arc::new(move || {
+        let rbac = registry
+            .all()
+            .iter()
+            .map(|c| RbacSource {
+                cluster: c.name.to_string(),
+                snapshot_age: c.rbac.built_at.load().map(|t| t.elapsed()),
+                objects: c.rbac.counts(),
+            })
+            .collect();
+        metrics.render(&Sources {
+            authn: Some(&authn.stats),
+            audit: Some(&*audit_stats),
+            rbac,
+        })
+    })
+}
