@@ -162,12 +162,16 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .build(connector);
-        let sender = match static_authorization(config)? {
-            Some(authorization) => Sender::Direct {
+        let sender = match credentials(config)? {
+            Credentials::Token(value) => Sender::Direct {
                 client: Box::new(client),
-                authorization,
+                authorization: Some(value),
             },
-            None => {
+            Credentials::ClientCertOnly => Sender::Direct {
+                client: Box::new(client),
+                authorization: None,
+            },
+            Credentials::Layered => {
                 let stack = ServiceBuilder::new()
                     .layer(config.extra_headers_layer().map_err(kube_err)?)
                     .option_layer(config.auth_layer().map_err(kube_err)?)
@@ -227,10 +231,20 @@ impl Upstream {
     }
 }
 
-/// `Some(header)` when the kubeconfig's credentials are static and need no kube layer: the
-/// `Authorization` value of an inline token (`Some(None)` with a client certificate only), as
-/// kube's `AddAuthorizationLayer` would send it. `None` when kube's layers are needed.
-fn static_authorization(config: &Config) -> Result<Option<Option<HeaderValue>>, UpstreamError> {
+/// How a cluster's kubeconfig authenticates the proxy.
+#[derive(Debug)]
+enum Credentials {
+    /// An inline token: its `Authorization` value, precomputed and marked sensitive, as kube's
+    /// `AddAuthorizationLayer` would send it.
+    Token(HeaderValue),
+    /// A client certificate only (in the TLS connector): nothing to add per request.
+    ClientCertOnly,
+    /// Exec plugins, auth providers, token files, basic auth, extra headers or impersonation:
+    /// kube's layers add them per request.
+    Layered,
+}
+
+fn credentials(config: &Config) -> Result<Credentials, UpstreamError> {
     let a = &config.auth_info;
     let dynamic = a.auth_provider.is_some()
         || a.exec.is_some()
@@ -242,15 +256,15 @@ fn static_authorization(config: &Config) -> Result<Option<Option<HeaderValue>>, 
         || a.impersonate_groups.is_some()
         || a.impersonate_user_extra.is_some();
     if dynamic || extra_headers {
-        return Ok(None);
+        return Ok(Credentials::Layered);
     }
     let Some(token) = &a.token else {
-        return Ok(Some(None));
+        return Ok(Credentials::ClientCertOnly);
     };
     let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
         .map_err(|_| UpstreamError::Kubeconfig("the user's token is not a valid header value".into()))?;
     value.set_sensitive(true);
-    Ok(Some(Some(value)))
+    Ok(Credentials::Token(value))
 }
 
 fn box_error(e: hyper_util::client::legacy::Error) -> BoxError {
@@ -344,10 +358,9 @@ mod tests {
             token: Some("abc".to_string().into()),
             ..Default::default()
         };
-        let header = static_authorization(&config(token.clone()))
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let Ok(Credentials::Token(header)) = credentials(&config(token.clone())) else {
+            panic!("an inline token is a static credential");
+        };
         assert_eq!(header, "Bearer abc");
         assert!(header.is_sensitive(), "the token never shows in debug output");
 
@@ -357,14 +370,17 @@ mod tests {
             client_key: Some("/c.key".into()),
             ..Default::default()
         };
-        assert!(matches!(static_authorization(&config(cert_only)), Ok(Some(None))));
+        assert!(matches!(
+            credentials(&config(cert_only)),
+            Ok(Credentials::ClientCertOnly)
+        ));
 
         // An inline token wins over a token file, as in kube and client-go.
         let both = AuthInfo {
             token_file: Some("/t".into()),
             ..token.clone()
         };
-        assert!(matches!(static_authorization(&config(both)), Ok(Some(Some(_)))));
+        assert!(matches!(credentials(&config(both)), Ok(Credentials::Token(_))));
 
         // Anything that changes over time or adds headers goes through kube's layers.
         let layered = [
@@ -396,7 +412,7 @@ mod tests {
         ];
         for a in layered {
             assert!(
-                matches!(static_authorization(&config(a.clone())), Ok(None)),
+                matches!(credentials(&config(a.clone())), Ok(Credentials::Layered)),
                 "{a:?}"
             );
         }
@@ -405,6 +421,6 @@ mod tests {
             http::HeaderName::from_static("x-extra"),
             HeaderValue::from_static("1"),
         ));
-        assert!(matches!(static_authorization(&with_headers), Ok(None)));
+        assert!(matches!(credentials(&with_headers), Ok(Credentials::Layered)));
     }
 }
