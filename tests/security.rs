@@ -76,6 +76,22 @@ fn user_paths(api: &FakeApi) -> Vec<String> {
         .collect()
 }
 
+/// A WebSocket upgrade (GET), as kubectl >= 1.30 sends one: its status.
+async fn ws(p: &TestProxy, path: &str, token: &str) -> StatusCode {
+    send(p, "GET", path, token, &WS, "").await.0
+}
+
+/// Waits until the proxy has seen a grant made in the fake cluster (RBAC arrives by watch).
+async fn wait_for_grant(p: &TestProxy, path: &str, token: &str) {
+    for _ in 0..100 {
+        if p.get(path, Some(token)).await.0 == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the proxy never allowed {path}");
+}
+
 #[tokio::test]
 async fn every_upgrade_needs_create_whatever_the_method_and_path() {
     let (iss, api, p) = setup(&[]).await;
@@ -111,51 +127,32 @@ async fn every_upgrade_needs_create_whatever_the_method_and_path() {
     let (code, _, _) = send(&p, "GET", "/k8s/api/v1/nodes/n1/proxy/healthz", &watcher, &[], "").await;
     assert_eq!(code, StatusCode::OK);
     // A WebSocket watch is served as a watch (kube-apiserver serves watches to browsers so).
-    let (code, _, _) = send(
-        &p,
-        "GET",
-        "/k8s/api/v1/namespaces/dev/pods?watch=1",
-        &watcher,
-        &WS,
-        "",
-    )
-    .await;
-    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(
+        ws(&p, "/k8s/api/v1/namespaces/dev/pods?watch=1", &watcher).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
     // A pod's log over WebSocket is a read-only stream: the developer role opens it.
     let dev = iss.token().sub("dee").groups(&["k8s:developer"]).sign();
-    let (code, _, _) = send(
-        &p,
-        "GET",
-        "/k8s/api/v1/namespaces/dev/pods/web/log?follow=true",
-        &dev,
-        &WS,
-        "",
-    )
-    .await;
-    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(
+        ws(&p, "/k8s/api/v1/namespaces/dev/pods/web/log?follow=true", &dev).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
     let before = user_paths(&api).len();
 
     // The exec role opens its shell, and only there.
-    let (code, _, _) = send(
-        &p,
-        "GET",
-        "/k8s/api/v1/namespaces/dev/pods/web/exec?command=sh",
-        &exec_role,
-        &WS,
-        "",
-    )
-    .await;
-    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
-    let (code, _, _) = send(
-        &p,
-        "GET",
-        "/k8s/api/v1/nodes/n1/proxy/exec/dev/web/c",
-        &exec_role,
-        &WS,
-        "",
-    )
-    .await;
-    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        ws(
+            &p,
+            "/k8s/api/v1/namespaces/dev/pods/web/exec?command=sh",
+            &exec_role
+        )
+        .await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    assert_eq!(
+        ws(&p, "/k8s/api/v1/nodes/n1/proxy/exec/dev/web/c", &exec_role).await,
+        StatusCode::FORBIDDEN
+    );
 
     // Only WebSocket and SPDY/3.1 are ever upgraded, even for devops; nothing reaches upstream.
     let after_exec = user_paths(&api).len();
@@ -174,8 +171,7 @@ async fn every_upgrade_needs_create_whatever_the_method_and_path() {
         assert_eq!(code, StatusCode::BAD_REQUEST, "{token}: {body}");
     }
     // No upgrade on a non-resource path; no methods kube-apiserver does not serve.
-    let (code, _, _) = send(&p, "GET", "/k8s/version", &devops, &WS, "").await;
-    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(ws(&p, "/k8s/version", &devops).await, StatusCode::BAD_REQUEST);
     let (code, _, _) = send(&p, "TRACE", "/k8s/api/v1/namespaces", &devops, &[], "").await;
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(user_paths(&api).len(), after_exec, "{:?}", user_paths(&api));
@@ -288,12 +284,7 @@ async fn rbac_escalation_is_checked_for_the_user_before_the_write() {
     };
     let ct = [("content-type", "application/json")];
     // Wait for the proxy to see the cluster's RBAC.
-    for _ in 0..100 {
-        if p.get("/k8s/api/v1/namespaces/dev/pods", Some(&ann)).await.0 == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_grant(&p, "/k8s/api/v1/namespaces/dev/pods", &ann).await;
     api.clear_requests();
 
     let (code, _, body) = send(&p, "POST", path, &ann, &ct, &binding("cluster-admin")).await;
@@ -365,12 +356,7 @@ async fn put_and_apply_create_nothing_without_create() {
     let (iss, api, p) = setup(&[]).await;
     rbac_cluster(&api).await;
     let ann = iss.token().sub("ann").sign();
-    for _ in 0..100 {
-        if p.get("/k8s/api/v1/namespaces/dev/pods", Some(&ann)).await.0 == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_grant(&p, "/k8s/api/v1/namespaces/dev/pods", &ann).await;
     let cm = |name: &str| json!({"kind": "ConfigMap", "metadata": {"name": name}}).to_string();
     let base = "/k8s/api/v1/namespaces/dev/configmaps";
     let json_ct = [("content-type", "application/json")];
@@ -600,16 +586,10 @@ async fn streaming_roles_never_create_pods() {
         .to_string();
     let (code, _, body) = send(&p, "POST", "/k8s/api/v1/namespaces/dev/pods", &eve, &[], &pod).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
-    let (code, _, _) = send(
-        &p,
-        "GET",
-        "/k8s/api/v1/namespaces/dev/pods/x/exec?command=sh",
-        &eve,
-        &WS,
-        "",
-    )
-    .await;
-    assert_eq!(code, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(
+        ws(&p, "/k8s/api/v1/namespaces/dev/pods/x/exec?command=sh", &eve).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
     assert_eq!(user_paths(&api).len(), 1, "only the exec reached the cluster");
 }
 
