@@ -95,7 +95,11 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
 
 pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Running, StartError> {
     let flag_err = |s: &str| StartError::Flags(s.to_string());
-    let authn = authenticator(&args)?;
+    let issuer_url = args.oidc_issuer_url.clone().filter(|s| !s.is_empty());
+    let client_id = args.oidc_client_id.clone().filter(|s| !s.is_empty());
+    let (Some(issuer_url), Some(client_id)) = (issuer_url, client_id) else {
+        return Err(flag_err("--oidc-issuer-url and --oidc-client-id are required"));
+    };
     let (Some(cert_file), Some(key_file)) = (&args.tls_cert_file, &args.tls_private_key_file) else {
         return Err(flag_err(
             "--tls-cert-file and --tls-private-key-file are required",
@@ -113,6 +117,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         )));
     }
     let opts = proxy_options(&args)?;
+    let authn = authenticator(&args, issuer_url, client_id)?;
 
     let cert = ServingCert::load(cert_file, key_file)?;
     let tls_config = server::tls::server_config(
@@ -306,14 +311,11 @@ async fn shutdown_sequence(s: Shutdown) {
 }
 
 /// OIDC from the `--oidc-*` flags.
-fn authenticator(args: &Args) -> Result<Arc<Authenticator>, StartError> {
-    let issuer_url = args.oidc_issuer_url.clone().filter(|s| !s.is_empty());
-    let client_id = args.oidc_client_id.clone().filter(|s| !s.is_empty());
-    let (Some(issuer_url), Some(client_id)) = (issuer_url, client_id) else {
-        return Err(StartError::Flags(
-            "--oidc-issuer-url and --oidc-client-id are required".into(),
-        ));
-    };
+fn authenticator(
+    args: &Args,
+    issuer_url: String,
+    client_id: String,
+) -> Result<Arc<Authenticator>, StartError> {
     if args.oidc_username_claim != "email" && args.username_prefix().is_empty() {
         tracing::warn!(
             claim = %args.oidc_username_claim,

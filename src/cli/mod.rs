@@ -163,12 +163,7 @@ pub struct Args {
     pub tls_private_key_file: Option<PathBuf>,
 
     /// Minimum TLS version: VersionTLS12 or VersionTLS13.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "VersionTLS12",
-        help_heading = "Secure Serving"
-    )]
+    #[arg(long, default_value = "VersionTLS12", value_parser = parse_tls_version, help_heading = "Secure Serving")]
     pub tls_min_version: crate::server::tls::TlsVersion,
 
     /// Comma-separated cipher suites (Go/IANA names) allowed for TLS 1.2; default: all secure ones.
@@ -281,6 +276,17 @@ pub struct Args {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--tls-min-version`: Go's names; empty means the default, as in the Go proxy (a template with
+/// an empty value must keep working).
+fn parse_tls_version(s: &str) -> Result<crate::server::tls::TlsVersion, String> {
+    use clap::ValueEnum;
+    if s.is_empty() {
+        return Ok(crate::server::tls::TlsVersion::Tls12);
+    }
+    crate::server::tls::TlsVersion::from_str(s, false)
+        .map_err(|_| format!("{s:?} is not one of VersionTLS12, VersionTLS13"))
 }
 
 /// Tools that print something and exit instead of serving.
@@ -400,6 +406,10 @@ mod tests {
                 .expect("parse")
                 .tls_min_version,
             TlsVersion::Tls10
+        );
+        assert_eq!(
+            parse(&["--tls-min-version="]).expect("parse").tls_min_version,
+            TlsVersion::Tls12
         );
         assert!(parse(&["--log-format=xml"]).is_err());
         assert!(parse(&["--tls-min-version=TLS1.3"]).is_err());

@@ -390,14 +390,10 @@ fn authorize(
     };
     match denied {
         None => Ok(()),
-        Some(info) => {
-            tracing::debug!(user = %user.name, verb = %info.verb, resource = %info.resource,
-                namespace = %info.namespace, "denied");
-            Err(Refusal::Forbidden {
-                user: user.name.clone(),
-                info: Box::new(info),
-            })
-        }
+        Some(info) => Err(Refusal::Forbidden {
+            user: user.name.clone(),
+            info: Box::new(info),
+        }),
     }
 }
 

@@ -119,6 +119,14 @@ impl Recorder {
         if let Refusal::DryRunUnreadable(cluster) = &refusal {
             tracing::warn!(%cluster, request_id = %ctx.request_id, "the dry run's answer is not JSON");
         }
+        let cluster = ctx.cluster.as_ref().map_or("", ClusterLabel::as_str);
+        match &refusal {
+            Refusal::Forbidden { user, info } => tracing::debug!(%cluster, %user, verb = %info.verb,
+                resource = %info.resource, namespace = %info.namespace, request_id = %ctx.request_id, "denied"),
+            Refusal::WriteRefused { info, refused } => tracing::debug!(%cluster, verb = %info.verb,
+                resource = %info.resource, request_id = %ctx.request_id, reason = %refused.message, "write refused"),
+            _ => {}
+        }
         if let (Some(info), Some(user)) = (refusal.denied(), ctx.user.clone()) {
             self.audit(ctx, &user, info, AuditDecision::Deny, None);
         }
