@@ -356,6 +356,7 @@ fn proxy_options(args: &Args) -> Result<ProxyOptions, StartError> {
     let (identity_names, identity_prefixes) = args.identity_headers();
     let identity_headers = IdentityHeaders::with(&identity_names, &identity_prefixes)
         .map_err(|e| StartError::Flags(format!("--requestheader-*: {e}")))?;
+    tracing::debug!(headers = ?identity_headers.describe(), "identity headers stripped from every request");
     Ok(ProxyOptions {
         trusted_proxies,
         impersonate: args.impersonate_upstream,

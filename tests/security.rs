@@ -81,6 +81,18 @@ async fn ws(p: &TestProxy, path: &str, token: &str) -> StatusCode {
     send(p, "GET", path, token, &WS, "").await.0
 }
 
+/// A JSON POST announcing 1000 bytes whose body arrives only as the test sends it.
+fn slow_post(path: &str, token: &str) -> (tokio::sync::mpsc::UnboundedSender<Bytes>, Request<support::Body>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let req = Request::post(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(http_body_util::BodyExt::boxed(support::ChannelBody(rx)))
+        .unwrap();
+    (tx, req)
+}
+
 /// Waits until the proxy has seen a grant made in the fake cluster (RBAC arrives by watch).
 async fn wait_for_grant(p: &TestProxy, path: &str, token: &str) {
     for _ in 0..100 {
@@ -597,14 +609,8 @@ async fn streaming_roles_never_create_pods() {
 async fn a_body_the_proxy_must_read_has_a_deadline() {
     let (iss, api, p) = setup(&["--request-body-timeout=1s"]).await;
     let t = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let (tx, req) = slow_post("/k8s/apis/rbac.authorization.k8s.io/v1/namespaces/dev/roles", &t);
     tx.send(Bytes::from_static(b"{\"kind\":")).unwrap();
-    let req = Request::post("/k8s/apis/rbac.authorization.k8s.io/v1/namespaces/dev/roles")
-        .header("authorization", format!("Bearer {t}"))
-        .header("content-type", "application/json")
-        .header("content-length", "1000")
-        .body(http_body_util::BodyExt::boxed(support::ChannelBody(rx)))
-        .unwrap();
     let mut conn = p.conn().await;
     let started = std::time::Instant::now();
     let resp = tokio::time::timeout(Duration::from_secs(10), conn.send(req))
@@ -682,13 +688,7 @@ async fn one_user_cannot_hold_every_checked_write() {
     // Two writes whose bodies never finish hold dan's two places.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-        let req = Request::post(roles)
-            .header("authorization", format!("Bearer {t}"))
-            .header("content-type", "application/json")
-            .header("content-length", "1000")
-            .body(http_body_util::BodyExt::boxed(support::ChannelBody(rx)))
-            .unwrap();
+        let (tx, req) = slow_post(roles, &t);
         let mut conn = p.conn().await;
         let pending = tokio::spawn(async move { conn.send(req).await.map(|r| r.status()) });
         held.push((tx, pending));

@@ -10,23 +10,29 @@ use super::request_info::RequestInfo;
 /// The `message` of the Forbidden Status for `user` denied `info`.
 pub fn forbidden_message(user: &str, info: &RequestInfo) -> String {
     let detail = sanitize(&denial(user, info));
-    let mut out = String::with_capacity(detail.len() + 64);
-    // apierrors.NewForbidden, with GroupResource.String() = "resource[.group]".
-    if info.api_group.is_empty() && info.resource.is_empty() {
-        out.push_str("forbidden: ");
-    } else {
-        out.push_str(&info.resource);
-        if !info.api_group.is_empty() {
-            out.push('.');
-            out.push_str(&info.api_group);
-        }
-        if !info.name.is_empty() {
-            out.push(' ');
-            out.push_str(&go_quote(&info.name));
-        }
-        out.push_str(" is forbidden: ");
-    }
+    let mut out = forbidden_head(&info.resource, &info.api_group, &info.name);
     out.push_str(&detail);
+    out
+}
+
+/// The start of `apierrors.NewForbidden`'s message: `resource[.group] ["name"] is forbidden: `,
+/// with GroupResource.String() = "resource[.group]"; `forbidden: ` when there is no resource.
+pub fn forbidden_head(resource: &str, group: &str, name: &str) -> String {
+    let mut out = String::with_capacity(resource.len() + group.len() + name.len() + 64);
+    if group.is_empty() && resource.is_empty() {
+        out.push_str("forbidden: ");
+        return out;
+    }
+    out.push_str(resource);
+    if !group.is_empty() {
+        out.push('.');
+        out.push_str(group);
+    }
+    if !name.is_empty() {
+        out.push(' ');
+        out.push_str(&go_quote(name));
+    }
+    out.push_str(" is forbidden: ");
     out
 }
 

@@ -18,7 +18,7 @@
 use serde_json::Value;
 
 use super::escalation::{escalation_message, full_authority, uncovered};
-use super::forbidden::{forbidden_message, go_quote};
+use super::forbidden::{forbidden_head, forbidden_message, go_quote};
 use super::rbac::{Decision, PolicyRule, Snapshot};
 use super::request_info::RequestInfo;
 
@@ -439,17 +439,8 @@ fn refused_for(info: &RequestInfo, name: &str) -> Refused {
 
 /// `apierrors.NewForbidden(groupResource, name, err)`.
 fn forbid(info: &RequestInfo, name: &str, why: String) -> Refused {
-    let mut head = info.resource.to_string();
-    if !info.api_group.is_empty() {
-        head.push('.');
-        head.push_str(&info.api_group);
-    }
-    if !name.is_empty() {
-        head.push(' ');
-        head.push_str(&go_quote(name));
-    }
     Refused {
-        message: format!("{head} is forbidden: {why}"),
+        message: forbidden_head(&info.resource, &info.api_group, name) + &why,
         ..refused_for(info, name)
     }
 }

@@ -337,7 +337,7 @@ fn protocol(req: &Request<Incoming>) -> Result<bool, Refusal> {
     if headers::has_impersonation(req.headers()) {
         return Err(Refusal::ImpersonationRefused);
     }
-    if !inspect::method_allowed(req.method()) {
+    if !headers::method_allowed(req.method()) {
         return Err(Refusal::MethodNotAllowed(req.method().to_string()));
     }
     let upgrade = headers::wants_upgrade(req.version(), req.headers());

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use base64::Engine;
-use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// kube-apiserver accepts a bearer token inside a WebSocket subprotocol (browsers cannot set
@@ -27,6 +27,21 @@ const HOP_BY_HOP: [&str; 8] = [
 /// True for an HTTP/1.1 request asking to switch protocols (SPDY or WebSocket).
 pub fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11 && headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+/// Methods kube-apiserver serves. Anything else (CONNECT, TRACE, made-up methods) is refused
+/// before authorization: RBAC would see an empty verb, which only `*` matches.
+pub fn method_allowed(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS
+    )
 }
 
 /// The upgrade protocols kubectl and client-go use: WebSocket (exec, attach, port-forward since
@@ -106,7 +121,7 @@ impl IdentityHeaders {
                 .any(|p| name.as_str().starts_with(p.as_str()))
     }
 
-    /// Every name and prefix (`X-Remote-Extra-*`), for the README and logs.
+    /// Every name and prefix (`X-Remote-Extra-*`), for the start-up log.
     pub fn describe(&self) -> Vec<String> {
         let mut all: Vec<String> = self.names.iter().map(|n| n.as_str().to_string()).collect();
         all.extend(self.prefixes.iter().map(|p| format!("{p}*")));
@@ -448,6 +463,14 @@ mod tests {
                 "x-remote-extra-*"
             ]
         );
+    }
+
+    #[test]
+    fn methods() {
+        assert!(method_allowed(&Method::PATCH));
+        assert!(!method_allowed(&Method::CONNECT));
+        assert!(!method_allowed(&Method::TRACE));
+        assert!(!method_allowed(&Method::from_bytes(b"PROPFIND").unwrap()));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header, request::Parts};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request::Parts};
 use http_body_util::{Either, Full};
 
 use super::{ProxyBody, refusal::Refusal, request_body::read_body};
@@ -132,21 +132,6 @@ fn with_dry_run(uri: &Uri) -> Result<Uri, http::Error> {
     Ok(Uri::from_parts(parts)?)
 }
 
-/// Methods kube-apiserver serves. Anything else (CONNECT, TRACE, made-up methods) is refused
-/// before authorization: RBAC would see an empty verb, which only `*` matches.
-pub fn method_allowed(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET
-            | Method::HEAD
-            | Method::POST
-            | Method::PUT
-            | Method::PATCH
-            | Method::DELETE
-            | Method::OPTIONS
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,13 +150,5 @@ mod tests {
             with_dry_run(&u).unwrap().to_string(),
             "https://a/apis/x/v1/roles?dryRun=All"
         );
-    }
-
-    #[test]
-    fn methods() {
-        assert!(method_allowed(&Method::PATCH));
-        assert!(!method_allowed(&Method::CONNECT));
-        assert!(!method_allowed(&Method::TRACE));
-        assert!(!method_allowed(&Method::from_bytes(b"PROPFIND").unwrap()));
     }
 }

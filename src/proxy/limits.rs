@@ -116,7 +116,8 @@ impl UserLimits {
         }))
     }
 
-    /// Requests `user` has in flight now (short, long), for tests and debugging.
+    /// Requests `user` has in flight now (short, long).
+    #[cfg(test)]
     pub fn in_flight(&self, user: &str) -> (u32, u32) {
         let Some(shared) = &self.0 else { return (0, 0) };
         let shard = (shared.hasher.hash_one(user) as usize) % SHARDS;

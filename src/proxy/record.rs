@@ -113,18 +113,19 @@ impl Recorder {
     /// A refusal made by the proxy itself: AuFail, metrics, the audit event of a denial, and
     /// the Status answer.
     pub fn refused(&self, ctx: &mut Ctx, refusal: Refusal) -> Response<ProxyBody> {
-        if let Refusal::Upstream { cluster, error } = &refusal {
-            tracing::warn!(%cluster, request_id = %ctx.request_id, %error, "upstream request failed");
-        }
-        if let Refusal::DryRunUnreadable(cluster) = &refusal {
-            tracing::warn!(%cluster, request_id = %ctx.request_id, "the dry run's answer is not JSON");
-        }
         let cluster = ctx.cluster.as_ref().map_or("", ClusterLabel::as_str);
+        let id = &ctx.request_id;
         match &refusal {
+            Refusal::Upstream { error, .. } => {
+                tracing::warn!(%cluster, request_id = %id, %error, "upstream request failed")
+            }
+            Refusal::DryRunUnreadable(_) => {
+                tracing::warn!(%cluster, request_id = %id, "the dry run's answer is not JSON")
+            }
             Refusal::Forbidden { user, info } => tracing::debug!(%cluster, %user, verb = %info.verb,
-                resource = %info.resource, namespace = %info.namespace, request_id = %ctx.request_id, "denied"),
+                resource = %info.resource, namespace = %info.namespace, request_id = %id, "denied"),
             Refusal::WriteRefused { info, refused } => tracing::debug!(%cluster, verb = %info.verb,
-                resource = %info.resource, request_id = %ctx.request_id, reason = %refused.message, "write refused"),
+                resource = %info.resource, request_id = %id, reason = %refused.message, "write refused"),
             _ => {}
         }
         if let (Some(info), Some(user)) = (refusal.denied(), ctx.user.clone()) {

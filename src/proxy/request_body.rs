@@ -78,6 +78,6 @@ pub async fn for_audit(
         return Ok((Either::Left(body), omitted_body(reason)));
     }
     let bytes = read_body(body, limit.max(1), deadline).await?;
-    let field = request_body_field(content_type, &bytes, limit);
+    let field = audit_field(headers, info, &bytes, limit);
     Ok((Either::Right(Full::new(bytes)), field))
 }

@@ -176,6 +176,11 @@ fn run(
     }
 }
 
+/// A RoleBinding in dev to `kind`/`role`, created by `user`.
+fn bind(user: &str, kind: &str, role: &str) -> Result<(), Refused> {
+    run("POST", BINDINGS, None, user, true, binding_to(kind, role))
+}
+
 fn role_with(rules: Value) -> Value {
     json!({"kind": "Role", "metadata": {"name": "r", "namespace": "dev"}, "rules": rules})
 }
@@ -265,76 +270,20 @@ fn cluster_roles_use_cluster_wide_rules_and_guard_aggregation() {
 #[test]
 fn bindings_need_bind_or_the_roles_rules() {
     // ann holds pods/get in dev: binding the Role pod-reader is fine, binding view is not.
-    assert_eq!(
-        run(
-            "POST",
-            BINDINGS,
-            None,
-            "ann",
-            true,
-            binding_to("Role", "pod-reader")
-        ),
-        Ok(())
-    );
-    let err = run(
-        "POST",
-        BINDINGS,
-        None,
-        "ann",
-        true,
-        binding_to("ClusterRole", "view"),
-    )
-    .unwrap_err();
+    assert_eq!(bind("ann", "Role", "pod-reader"), Ok(()));
+    let err = bind("ann", "ClusterRole", "view").unwrap_err();
     assert!(
         err.message
             .starts_with("rolebindings.rbac.authorization.k8s.io \"b\" is forbidden: user \"ann\""),
         "{}",
         err.message
     );
-    assert!(
-        run(
-            "POST",
-            BINDINGS,
-            None,
-            "ann",
-            true,
-            binding_to("ClusterRole", "cluster-admin")
-        )
-        .is_err()
-    );
+    assert!(bind("ann", "ClusterRole", "cluster-admin").is_err());
     // bob may bind view by name, and nothing else.
-    assert_eq!(
-        run(
-            "POST",
-            BINDINGS,
-            None,
-            "bob",
-            true,
-            binding_to("ClusterRole", "view")
-        ),
-        Ok(())
-    );
-    assert!(
-        run(
-            "POST",
-            BINDINGS,
-            None,
-            "bob",
-            true,
-            binding_to("ClusterRole", "cluster-admin")
-        )
-        .is_err()
-    );
+    assert_eq!(bind("bob", "ClusterRole", "view"), Ok(()));
+    assert!(bind("bob", "ClusterRole", "cluster-admin").is_err());
     // A role nobody defines: kube-apiserver's "not found".
-    let err = run(
-        "POST",
-        BINDINGS,
-        None,
-        "ann",
-        true,
-        binding_to("ClusterRole", "ghost"),
-    )
-    .unwrap_err();
+    let err = bind("ann", "ClusterRole", "ghost").unwrap_err();
     assert!(
         err.message
             .ends_with("clusterrole.rbac.authorization.k8s.io \"ghost\" not found"),
@@ -343,28 +292,8 @@ fn bindings_need_bind_or_the_roles_rules() {
     );
     // The proxy's built-in roles are roles too: binding k8s:devops in the cluster would grant it
     // through the proxy, so it is checked like any other.
-    assert!(
-        run(
-            "POST",
-            BINDINGS,
-            None,
-            "ann",
-            true,
-            binding_to("ClusterRole", "k8s:devops")
-        )
-        .is_err()
-    );
-    assert_eq!(
-        run(
-            "POST",
-            BINDINGS,
-            None,
-            "dora",
-            true,
-            binding_to("ClusterRole", "k8s:devops")
-        ),
-        Ok(())
-    );
+    assert!(bind("ann", "ClusterRole", "k8s:devops").is_err());
+    assert_eq!(bind("dora", "ClusterRole", "k8s:devops"), Ok(()));
     let crb = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings";
     let obj = json!({"metadata": {"name": "x"}, "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "pod-reader"}});
     assert!(
