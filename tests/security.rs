@@ -315,6 +315,18 @@ async fn rbac_escalation_is_checked_for_the_user_before_the_write() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].ends_with("?dryRun=All"), "{seen:?}");
 
+    // An Upgrade header riding on the write changes nothing: still checked, still refused.
+    let upgraded = [("content-type", "application/json"), WS[0], WS[1], WS[2], WS[3]];
+    api.clear_requests();
+    let (code, _, body) = send(&p, "POST", path, &ann, &upgraded, &binding("cluster-admin")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let seen = user_paths(&api);
+    assert_eq!(seen.len(), 1, "only the dry run: {seen:?}");
+    assert!(
+        api.last().header("upgrade").is_none(),
+        "the dry run is never an upgrade"
+    );
+
     // view grants secrets ann does not hold; bob may bind view by name.
     let (code, _, _) = send(&p, "POST", path, &ann, &ct, &binding("view")).await;
     assert_eq!(code, StatusCode::FORBIDDEN);

@@ -57,8 +57,11 @@ async fn dry_run(
     *req.headers_mut() = parts.headers.clone();
     let h = req.headers_mut();
     h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    // The answer is read here: no compression to undo.
+    // The answer is read here: no compression to undo, and never a switched protocol (an
+    // `Upgrade` riding on a write must not turn its dry run into a stream).
     h.remove(header::ACCEPT_ENCODING);
+    h.remove(header::CONNECTION);
+    h.remove(header::UPGRADE);
     let resp = cluster.upstream.send(req).await.map_err(upstream)?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
