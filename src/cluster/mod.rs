@@ -4,6 +4,7 @@
 
 pub mod rbac;
 pub mod upstream;
+pub mod watch_cache;
 
 use std::{collections::HashMap, sync::Arc};
 

@@ -4,7 +4,6 @@
 //! immutable snapshot that requests read without a lock.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -18,17 +17,15 @@ use k8s_openapi::api::{
     core::v1::Namespace,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
-use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Resource, runtime::watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::watch_cache::{self, Event, KindCache};
 use crate::authz::{
     default_roles::default_role_objects,
-    rbac::{RbacObjects, Snapshot, SnapshotBuilder},
+    rbac::{self, Snapshot, SnapshotBuilder},
 };
 use crate::config::role_file::RoleFile;
 use crate::metrics::RbacKind;
@@ -74,18 +71,9 @@ impl ClusterRbac {
     }
 }
 
-/// The cluster's own objects, keyed by namespace/name so a relist or a repeated event can never
-/// duplicate one.
-#[derive(Default)]
-struct Objects {
-    roles: BTreeMap<String, crate::authz::rbac::Role>,
-    cluster_roles: BTreeMap<String, crate::authz::rbac::ClusterRole>,
-    role_bindings: BTreeMap<String, crate::authz::rbac::RoleBinding>,
-    cluster_role_bindings: BTreeMap<String, crate::authz::rbac::ClusterRoleBinding>,
-    namespaces: BTreeSet<String>,
-}
-
-enum Kind {
+/// The five kinds a cluster's RBAC is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
     Roles,
     ClusterRoles,
     RoleBindings,
@@ -93,42 +81,110 @@ enum Kind {
     Namespaces,
 }
 
-const KINDS: usize = 5;
-
-/// One watch event, already converted to our types.
-enum Change {
-    Event(usize, WatchEvent),
-    Error(usize, String),
-}
-
-enum WatchEvent {
-    Init,
-    Put(String, Obj),
-    Delete(String),
-    InitDone,
-}
-
-enum Obj {
-    Role(crate::authz::rbac::Role),
-    ClusterRole(crate::authz::rbac::ClusterRole),
-    RoleBinding(crate::authz::rbac::RoleBinding),
-    ClusterRoleBinding(crate::authz::rbac::ClusterRoleBinding),
-    Namespace,
-}
-
-fn kind_of(i: usize) -> Kind {
-    match i {
-        0 => Kind::Roles,
-        1 => Kind::ClusterRoles,
-        2 => Kind::RoleBindings,
-        3 => Kind::ClusterRoleBindings,
-        _ => Kind::Namespaces,
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Roles => "roles",
+            Kind::ClusterRoles => "clusterroles",
+            Kind::RoleBindings => "rolebindings",
+            Kind::ClusterRoleBindings => "clusterrolebindings",
+            Kind::Namespaces => "namespaces",
+        }
     }
 }
 
-/// Watches one resource type and converts its objects through their JSON form (Kubernetes'
-/// own shape, which our RBAC types read).
-fn watch_kind<K>(client: &kube::Client, index: usize) -> BoxStream<'static, Change>
+/// One watch event of one kind, or a watch failure.
+#[derive(Debug)]
+pub enum Change {
+    Role(Event<rbac::Role>),
+    ClusterRole(Event<rbac::ClusterRole>),
+    RoleBinding(Event<rbac::RoleBinding>),
+    ClusterRoleBinding(Event<rbac::ClusterRoleBinding>),
+    /// Only the name of a namespace matters (the built-in roles are made for each).
+    Namespace(Event<()>),
+    Failed(Kind, String),
+}
+
+/// The cluster's own objects, one typed cache per kind.
+#[derive(Debug, Default)]
+pub struct ClusterObjects {
+    roles: KindCache<rbac::Role>,
+    cluster_roles: KindCache<rbac::ClusterRole>,
+    role_bindings: KindCache<rbac::RoleBinding>,
+    cluster_role_bindings: KindCache<rbac::ClusterRoleBinding>,
+    namespaces: KindCache<()>,
+}
+
+impl ClusterObjects {
+    /// Applies one change: `Ok(true)` when the objects a snapshot is built from changed,
+    /// `Err` with the kind and message when a watch failed.
+    pub fn apply(&mut self, change: Change) -> Result<bool, (Kind, String)> {
+        Ok(match change {
+            Change::Role(ev) => self.roles.apply(ev),
+            Change::ClusterRole(ev) => self.cluster_roles.apply(ev),
+            Change::RoleBinding(ev) => self.role_bindings.apply(ev),
+            Change::ClusterRoleBinding(ev) => self.cluster_role_bindings.apply(ev),
+            Change::Namespace(ev) => self.namespaces.apply(ev),
+            Change::Failed(kind, message) => return Err((kind, message)),
+        })
+    }
+
+    /// Whether every kind has been listed once: before that a snapshot would deny what the
+    /// cluster grants.
+    pub fn listed(&self) -> bool {
+        self.roles.listed()
+            && self.cluster_roles.listed()
+            && self.role_bindings.listed()
+            && self.cluster_role_bindings.listed()
+            && self.namespaces.listed()
+    }
+
+    /// Builds the snapshot for cluster `name`: the cluster's objects first, then the role file's
+    /// for this cluster, then the built-in roles for every namespace (the first role of a name
+    /// wins). Objects are borrowed, not copied.
+    pub fn snapshot(&self, name: &str, file: &RoleFile) -> Snapshot {
+        let namespaces: Vec<&str> = self.namespaces.keys().collect();
+        let defaults = default_role_objects(name, &namespaces);
+        let mut builder = SnapshotBuilder::new();
+        self.cluster_roles.values().for_each(|r| {
+            builder.add_cluster_role(r);
+        });
+        self.roles.values().for_each(|r| {
+            builder.add_role(r);
+        });
+        self.cluster_role_bindings.values().for_each(|b| {
+            builder.add_cluster_role_binding(b);
+        });
+        self.role_bindings.values().for_each(|b| {
+            builder.add_role_binding(b);
+        });
+        if let Some(extra) = file.for_cluster(name) {
+            builder.add_objects(extra);
+        }
+        builder.add_objects(&defaults);
+        builder.build()
+    }
+
+    pub fn counts(&self) -> Vec<(RbacKind, u64)> {
+        vec![
+            (RbacKind::Role, self.roles.len() as u64),
+            (RbacKind::ClusterRole, self.cluster_roles.len() as u64),
+            (RbacKind::RoleBinding, self.role_bindings.len() as u64),
+            (
+                RbacKind::ClusterRoleBinding,
+                self.cluster_role_bindings.len() as u64,
+            ),
+            (RbacKind::Namespace, self.namespaces.len() as u64),
+        ]
+    }
+}
+
+/// Watches one kind, converting its objects through their JSON form.
+fn watch_kind<K, T>(
+    client: &kube::Client,
+    wrap: fn(Event<T>) -> Change,
+    kind: Kind,
+) -> BoxStream<'static, Change>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -137,46 +193,31 @@ where
         + std::fmt::Debug
         + Send
         + 'static,
+    T: DeserializeOwned + Send + 'static,
 {
     let api: Api<K> = Api::all(client.clone());
-    let cfg = watcher::Config::default();
-    watcher(api, cfg)
-        .default_backoff()
+    watch_cache::watch(api, watcher::Config::default(), watch_cache::via_json::<K, T>)
         .map(move |ev| match ev {
-            Ok(watcher::Event::Init) => Change::Event(index, WatchEvent::Init),
-            Ok(watcher::Event::InitDone) => Change::Event(index, WatchEvent::InitDone),
-            Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => match convert(index, &o) {
-                Some(obj) => Change::Event(index, WatchEvent::Put(key_of(&o), obj)),
-                None => Change::Error(index, format!("cannot read {}", key_of(&o))),
-            },
-            Ok(watcher::Event::Delete(o)) => Change::Event(index, WatchEvent::Delete(key_of(&o))),
-            Err(e) => Change::Error(index, e.to_string()),
+            Ok(ev) => wrap(ev),
+            Err(e) => Change::Failed(kind, e),
         })
         .boxed()
 }
 
-fn key_of<K: Resource>(o: &K) -> String {
-    format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
-}
-
-fn convert<K: serde::Serialize>(index: usize, o: &K) -> Option<Obj> {
-    let v = serde_json::to_value(o).ok()?;
-    Some(match kind_of(index) {
-        Kind::Roles => Obj::Role(serde_json::from_value(v).ok()?),
-        Kind::ClusterRoles => Obj::ClusterRole(serde_json::from_value(v).ok()?),
-        Kind::RoleBindings => Obj::RoleBinding(serde_json::from_value(v).ok()?),
-        Kind::ClusterRoleBindings => Obj::ClusterRoleBinding(serde_json::from_value(v).ok()?),
-        Kind::Namespaces => Obj::Namespace,
-    })
-}
-
 fn all_watches(client: &kube::Client) -> impl Stream<Item = Change> + Send + 'static {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespaces = watch_cache::watch(namespaces, watcher::Config::default(), |_| Some(()))
+        .map(|ev| match ev {
+            Ok(ev) => Change::Namespace(ev),
+            Err(e) => Change::Failed(Kind::Namespaces, e),
+        })
+        .boxed();
     futures_util::stream::select_all(vec![
-        watch_kind::<Role>(client, 0),
-        watch_kind::<ClusterRole>(client, 1),
-        watch_kind::<RoleBinding>(client, 2),
-        watch_kind::<ClusterRoleBinding>(client, 3),
-        watch_kind::<Namespace>(client, 4),
+        watch_kind::<Role, _>(client, Change::Role, Kind::Roles),
+        watch_kind::<ClusterRole, _>(client, Change::ClusterRole, Kind::ClusterRoles),
+        watch_kind::<RoleBinding, _>(client, Change::RoleBinding, Kind::RoleBindings),
+        watch_kind::<ClusterRoleBinding, _>(client, Change::ClusterRoleBinding, Kind::ClusterRoleBindings),
+        namespaces,
     ])
 }
 
@@ -190,11 +231,7 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let mut watches = Box::pin(all_watches(&client));
-        let mut live = Objects::default();
-        // During a (re)list, objects go to a staging copy that replaces the live one at
-        // InitDone, so requests never see a half-listed cluster.
-        let mut staging: [Option<Objects>; KINDS] = Default::default();
-        let mut listed = [false; KINDS];
+        let mut objects = ClusterObjects::default();
         let mut dirty = false;
         // Without --role-config nobody ever sends on the channel; stop listening once it closes.
         let mut role_file_open = true;
@@ -208,14 +245,12 @@ pub fn spawn(
             };
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                change = watches.next() => match change {
-                    Some(Change::Event(i, ev)) => {
-                        dirty |= apply(&mut live, &mut staging[i], i, ev, &mut listed);
-                    }
-                    Some(Change::Error(i, e)) => {
-                        tracing::warn!(cluster = %name, kind = KIND_NAMES[i], error = %e, "RBAC watch failed; retrying");
+                change = watches.next() => match change.map(|c| objects.apply(c)) {
+                    Some(Ok(changed)) => dirty |= changed,
+                    Some(Err((kind, e))) => {
+                        tracing::warn!(cluster = %name, kind = kind.name(), error = %e, "RBAC watch failed; retrying");
                         if let Ok(mut last) = rbac.last_error.lock() {
-                            *last = Some(format!("{}: {e}", KIND_NAMES[i]));
+                            *last = Some(format!("{}: {e}", kind.name()));
                         }
                     }
                     None => return,
@@ -226,9 +261,9 @@ pub fn spawn(
                 },
                 _ = flush => {
                     dirty = false;
-                    if listed.iter().all(|l| *l) {
+                    if objects.listed() {
                         let file = role_file.borrow().clone();
-                        publish(&name, &rbac, &live, &file);
+                        publish(&name, &rbac, &objects, &file);
                     }
                 }
             }
@@ -236,107 +271,21 @@ pub fn spawn(
     });
 }
 
-const KIND_NAMES: [&str; KINDS] = [
-    "roles",
-    "clusterroles",
-    "rolebindings",
-    "clusterrolebindings",
-    "namespaces",
-];
-
-/// Applies one event; returns whether the live objects changed.
-fn apply(
-    live: &mut Objects,
-    staging: &mut Option<Objects>,
-    i: usize,
-    ev: WatchEvent,
-    listed: &mut [bool; KINDS],
-) -> bool {
-    match ev {
-        WatchEvent::Init => {
-            *staging = Some(Objects::default());
-            false
-        }
-        WatchEvent::InitDone => {
-            let fresh = staging.take().unwrap_or_default();
-            match kind_of(i) {
-                Kind::Roles => live.roles = fresh.roles,
-                Kind::ClusterRoles => live.cluster_roles = fresh.cluster_roles,
-                Kind::RoleBindings => live.role_bindings = fresh.role_bindings,
-                Kind::ClusterRoleBindings => live.cluster_role_bindings = fresh.cluster_role_bindings,
-                Kind::Namespaces => live.namespaces = fresh.namespaces,
-            }
-            listed[i] = true;
-            true
-        }
-        WatchEvent::Put(key, obj) => {
-            let target = staging.as_mut().unwrap_or(live);
-            match obj {
-                Obj::Role(r) => drop(target.roles.insert(key, r)),
-                Obj::ClusterRole(r) => drop(target.cluster_roles.insert(key, r)),
-                Obj::RoleBinding(b) => drop(target.role_bindings.insert(key, b)),
-                Obj::ClusterRoleBinding(b) => drop(target.cluster_role_bindings.insert(key, b)),
-                Obj::Namespace => drop(target.namespaces.insert(name_part(&key))),
-            }
-            staging.is_none()
-        }
-        WatchEvent::Delete(key) => {
-            let target = staging.as_mut().unwrap_or(live);
-            match kind_of(i) {
-                Kind::Roles => drop(target.roles.remove(&key)),
-                Kind::ClusterRoles => drop(target.cluster_roles.remove(&key)),
-                Kind::RoleBindings => drop(target.role_bindings.remove(&key)),
-                Kind::ClusterRoleBindings => drop(target.cluster_role_bindings.remove(&key)),
-                Kind::Namespaces => drop(target.namespaces.remove(&name_part(&key))),
-            }
-            staging.is_none()
-        }
-    }
-}
-
-fn name_part(key: &str) -> String {
-    key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key).to_string()
-}
-
-fn publish(name: &str, rbac: &ClusterRbac, live: &Objects, file: &RoleFile) {
-    let own = RbacObjects {
-        roles: live.roles.values().cloned().collect(),
-        cluster_roles: live.cluster_roles.values().cloned().collect(),
-        role_bindings: live.role_bindings.values().cloned().collect(),
-        cluster_role_bindings: live.cluster_role_bindings.values().cloned().collect(),
-    };
-    let namespaces: Vec<&str> = live.namespaces.iter().map(String::as_str).collect();
-    let defaults = default_role_objects(name, &namespaces);
-    let mut builder = SnapshotBuilder::new();
-    builder.add_objects(&own);
-    if let Some(extra) = file.for_cluster(name) {
-        builder.add_objects(extra);
-    }
-    builder.add_objects(&defaults);
-    let snapshot = builder.build();
+fn publish(name: &str, rbac: &ClusterRbac, objects: &ClusterObjects, file: &RoleFile) {
+    let started = Instant::now();
+    let snapshot = objects.snapshot(name, file);
+    let counts = objects.counts();
     tracing::debug!(
         cluster = %name,
-        roles = own.roles.len(),
-        cluster_roles = own.cluster_roles.len(),
-        role_bindings = own.role_bindings.len(),
-        cluster_role_bindings = own.cluster_role_bindings.len(),
-        namespaces = namespaces.len(),
+        counts = ?counts,
+        took_ms = started.elapsed().as_secs_f64() * 1e3,
         "RBAC snapshot rebuilt"
     );
     rbac.snapshot.store(Arc::new(snapshot));
     rbac.built_at.store(Arc::new(Some(Instant::now())));
-    rbac.counts.store(Arc::new(vec![
-        (RbacKind::Role, own.roles.len() as u64),
-        (RbacKind::ClusterRole, own.cluster_roles.len() as u64),
-        (RbacKind::RoleBinding, own.role_bindings.len() as u64),
-        (
-            RbacKind::ClusterRoleBinding,
-            own.cluster_role_bindings.len() as u64,
-        ),
-        (RbacKind::Namespace, namespaces.len() as u64),
-    ]));
+    rbac.counts.store(Arc::new(counts));
     if !rbac.ready.swap(true, Ordering::AcqRel) {
-        tracing::info!(cluster = %name, namespaces = namespaces.len(), "RBAC snapshot ready");
+        tracing::info!(cluster = %name, namespaces = objects.namespaces.len(), "RBAC snapshot ready");
     }
     if let Ok(mut last) = rbac.last_error.lock() {
         *last = None;
@@ -348,62 +297,49 @@ mod tests {
     use super::*;
     use crate::authz::{rbac::Decision, request_info::RequestInfo};
 
-    fn obj<K: DeserializeOwned + serde::Serialize>(index: usize, v: serde_json::Value) -> (String, Obj) {
+    fn put<K: DeserializeOwned + serde::Serialize + Resource, T: DeserializeOwned>(
+        v: serde_json::Value,
+    ) -> Event<T> {
         let k: K = serde_json::from_value(v).expect("k8s object");
-        let json = serde_json::to_value(&k).expect("serialize");
-        let key = format!(
-            "{}/{}",
-            json["metadata"]["namespace"].as_str().unwrap_or(""),
-            json["metadata"]["name"].as_str().unwrap_or("")
-        );
-        (key, convert(index, &k).expect("convert"))
+        Event::Put(
+            watch_cache::key_of(&k),
+            watch_cache::via_json(&k).expect("convert"),
+        )
+    }
+
+    fn list_empty<T>(objects: &mut ClusterObjects, wrap: fn(Event<T>) -> Change) {
+        assert_eq!(objects.apply(wrap(Event::Init)), Ok(false));
+        assert_eq!(objects.apply(wrap(Event::InitDone)), Ok(true));
+    }
+
+    fn list_all_empty(objects: &mut ClusterObjects) {
+        list_empty(objects, Change::Role);
+        list_empty(objects, Change::ClusterRole);
+        list_empty(objects, Change::RoleBinding);
+        list_empty(objects, Change::ClusterRoleBinding);
+        list_empty(objects, Change::Namespace);
     }
 
     #[test]
     fn events_build_a_snapshot_that_follows_changes() {
         let rbac = ClusterRbac::default();
-        let mut live = Objects::default();
-        let mut staging: [Option<Objects>; KINDS] = Default::default();
-        let mut listed = [false; KINDS];
-        for (i, stage) in staging.iter_mut().enumerate() {
-            apply(&mut live, stage, i, WatchEvent::Init, &mut listed);
-            apply(&mut live, stage, i, WatchEvent::InitDone, &mut listed);
-        }
+        let mut objects = ClusterObjects::default();
+        assert!(!objects.listed());
+        list_all_empty(&mut objects);
+        assert!(objects.listed());
         for ns in ["dev", "prod"] {
-            apply(
-                &mut live,
-                &mut staging[4],
-                4,
-                WatchEvent::Put(format!("/{ns}"), Obj::Namespace),
-                &mut listed,
-            );
+            let ev = Event::Put(ns.to_string(), ());
+            assert_eq!(objects.apply(Change::Namespace(ev)), Ok(true));
         }
-        let (k, o) = obj::<Role>(
-            0,
-            serde_json::json!({"metadata": {"name": "r", "namespace": "dev"},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
-        );
-        assert!(apply(
-            &mut live,
-            &mut staging[0],
-            0,
-            WatchEvent::Put(k, o),
-            &mut listed
-        ));
-        let (k, o) = obj::<RoleBinding>(
-            2,
-            serde_json::json!({"metadata": {"name": "b", "namespace": "dev"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
-                "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"}]}),
-        );
-        assert!(apply(
-            &mut live,
-            &mut staging[2],
-            2,
-            WatchEvent::Put(k, o),
-            &mut listed
-        ));
-        publish("k8s", &rbac, &live, &RoleFile::default());
+        let role = put::<Role, _>(serde_json::json!({"metadata": {"name": "r", "namespace": "dev"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}));
+        assert_eq!(objects.apply(Change::Role(role)), Ok(true));
+        let binding =
+            put::<RoleBinding, _>(serde_json::json!({"metadata": {"name": "b", "namespace": "dev"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"}]}));
+        assert_eq!(objects.apply(Change::RoleBinding(binding)), Ok(true));
+        publish("k8s", &rbac, &objects, &RoleFile::default());
         let info = RequestInfo::parse("GET", "/api/v1/namespaces/dev/configmaps", None, false).unwrap();
         let groups = ["system:authenticated".to_string()];
         assert_eq!(
@@ -411,18 +347,43 @@ mod tests {
             Decision::Allow
         );
         assert!(rbac.is_ready());
+        assert!(rbac.counts().contains(&(RbacKind::Namespace, 2)));
 
-        apply(
-            &mut live,
-            &mut staging[2],
-            2,
-            WatchEvent::Delete("dev/b".into()),
-            &mut listed,
-        );
-        publish("k8s", &rbac, &live, &RoleFile::default());
+        let delete = Change::RoleBinding(Event::Delete("dev/b".into()));
+        assert_eq!(objects.apply(delete), Ok(true));
+        publish("k8s", &rbac, &objects, &RoleFile::default());
         assert_eq!(
             rbac.snapshot.load().authorize("bob", &groups, &info),
             Decision::Deny
+        );
+    }
+
+    #[test]
+    fn a_watch_failure_names_its_kind() {
+        let mut objects = ClusterObjects::default();
+        let failed = Change::Failed(Kind::ClusterRoleBindings, "gone".into());
+        assert_eq!(
+            objects.apply(failed),
+            Err((Kind::ClusterRoleBindings, "gone".to_string()))
+        );
+        assert_eq!(Kind::ClusterRoleBindings.name(), "clusterrolebindings");
+    }
+
+    #[test]
+    fn the_built_in_roles_follow_the_namespaces() {
+        let mut objects = ClusterObjects::default();
+        list_all_empty(&mut objects);
+        let info = RequestInfo::parse("GET", "/api/v1/namespaces/team/pods", None, false).unwrap();
+        let groups = ["k8s:watcher:team".to_string()];
+        let file = RoleFile::default();
+        assert_eq!(
+            objects.snapshot("k8s", &file).authorize("ann", &groups, &info),
+            Decision::Deny
+        );
+        let _ = objects.apply(Change::Namespace(Event::Put("team".into(), ())));
+        assert_eq!(
+            objects.snapshot("k8s", &file).authorize("ann", &groups, &info),
+            Decision::Allow
         );
     }
 }
