@@ -94,32 +94,11 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
 }
 
 pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Running, StartError> {
-    let flag_err = |s: &str| StartError::Flags(s.to_string());
-    let issuer_url = args.oidc_issuer_url.clone().filter(|s| !s.is_empty());
-    let client_id = args.oidc_client_id.clone().filter(|s| !s.is_empty());
-    let (Some(issuer_url), Some(client_id)) = (issuer_url, client_id) else {
-        return Err(flag_err("--oidc-issuer-url and --oidc-client-id are required"));
-    };
-    let (Some(cert_file), Some(key_file)) = (&args.tls_cert_file, &args.tls_private_key_file) else {
-        return Err(flag_err(
-            "--tls-cert-file and --tls-private-key-file are required",
-        ));
-    };
-    if args.impersonate_upstream && args.disable_impersonation {
-        return Err(flag_err(
-            "--impersonate-upstream and --disable-impersonation contradict each other",
-        ));
-    }
-    if args.secure_port != 0 && args.secure_port == args.readiness_probe_port {
-        return Err(StartError::Flags(format!(
-            "--secure-port {} is also the readiness probe port",
-            args.secure_port
-        )));
-    }
+    let required = args.validate().map_err(StartError::Flags)?;
     let opts = proxy_options(&args)?;
-    let authn = authenticator(&args, issuer_url, client_id)?;
+    let authn = authenticator(&args, required.issuer_url, required.client_id)?;
 
-    let cert = ServingCert::load(cert_file, key_file)?;
+    let cert = ServingCert::load(&required.cert_file, &required.key_file)?;
     let tls_config = server::tls::server_config(
         cert.resolver.clone(),
         args.tls_min_version,
@@ -135,47 +114,9 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let background = CancellationToken::new();
     let hard = CancellationToken::new();
 
-    let role_file = match &args.role_config {
-        Some(path) => role_file::load(path).map_err(crate::config::ConfigError::from)?,
-        None => RoleFile::default(),
-    };
-    let (role_file_tx, role_file_rx) = watch::channel(Arc::new(role_file));
-    if let Some(path) = &args.role_config {
-        role_file::spawn_reloader(
-            path.clone(),
-            args.config_reload_interval,
-            role_file_tx,
-            background.clone(),
-        );
-    }
-
-    let registry = Arc::new(Registry::new(role_file_rx, background.clone()));
-    if let Some(path) = &args.clusters_config {
-        let loaded = clusters::load(path)?;
-        registry.load_static(path, loaded, upstream_opts).await;
-    }
-    if registry.names().is_empty() {
-        tracing::warn!("no clusters are configured; every request will get 404");
-    }
-
-    let addr = SocketAddr::new(args.bind_address, args.secure_port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen { addr, source })?;
-    let probe_bind = SocketAddr::new(args.bind_address, args.readiness_probe_port);
-    let probe_listener = TcpListener::bind(probe_bind)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: probe_bind,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Listen { addr, source })?;
-    let probe_addr = probe_listener.local_addr().map_err(|source| StartError::Listen {
-        addr: probe_bind,
-        source,
-    })?;
+    let role_file = start_role_file(&args, &background)?;
+    let registry = start_clusters(&args, role_file, upstream_opts, &background).await?;
+    let ((listener, addr), (probe_listener, probe_addr)) = bind(&args).await?;
 
     authn.spawn_refresher(background.clone());
     cert.spawn_reloader(args.tls_reload_interval, background.clone());
@@ -256,6 +197,56 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         stop,
         done,
     })
+}
+
+/// Loads the role file (empty without `--role-config`) and keeps it current.
+fn start_role_file(
+    args: &Args,
+    background: &CancellationToken,
+) -> Result<watch::Receiver<Arc<RoleFile>>, StartError> {
+    let Some(path) = &args.role_config else {
+        return Ok(watch::channel(Arc::new(RoleFile::default())).1);
+    };
+    let loaded = role_file::load(path).map_err(crate::config::ConfigError::from)?;
+    let (tx, rx) = watch::channel(Arc::new(loaded));
+    role_file::spawn_reloader(path.clone(), args.config_reload_interval, tx, background.clone());
+    Ok(rx)
+}
+
+/// The clusters the proxy serves, from the clusters file.
+async fn start_clusters(
+    args: &Args,
+    role_file: watch::Receiver<Arc<RoleFile>>,
+    upstream_opts: UpstreamOptions,
+    background: &CancellationToken,
+) -> Result<Arc<Registry>, StartError> {
+    let registry = Arc::new(Registry::new(role_file, background.clone()));
+    if let Some(path) = &args.clusters_config {
+        let loaded = clusters::load(path)?;
+        registry.load_static(path, loaded, upstream_opts).await;
+    }
+    if registry.names().is_empty() {
+        tracing::warn!("no clusters are configured; every request will get 404");
+    }
+    Ok(registry)
+}
+
+type Bound = (TcpListener, SocketAddr);
+
+/// Binds the serving port and the probe port (either may be 0: the bound address says which).
+async fn bind(args: &Args) -> Result<(Bound, Bound), StartError> {
+    let listen = |addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr, source })?;
+        Ok::<_, StartError>((listener, bound))
+    };
+    let serving = listen(SocketAddr::new(args.bind_address, args.secure_port)).await?;
+    let probes = listen(SocketAddr::new(args.bind_address, args.readiness_probe_port)).await?;
+    Ok((serving, probes))
 }
 
 /// What the shutdown sequence stops, in order.

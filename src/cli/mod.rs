@@ -305,7 +305,44 @@ pub enum Command {
     },
 }
 
+/// The flags start-up cannot do without, once [`Args::validate`] has checked them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Required {
+    pub issuer_url: String,
+    pub client_id: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 impl Args {
+    /// Checks what clap cannot: required flags given and non-empty, no contradicting flags.
+    /// The message names the flags at fault.
+    pub fn validate(&self) -> Result<Required, String> {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let (Some(issuer_url), Some(client_id)) = (given(&self.oidc_issuer_url), given(&self.oidc_client_id))
+        else {
+            return Err("--oidc-issuer-url and --oidc-client-id are required".into());
+        };
+        let (Some(cert_file), Some(key_file)) = (&self.tls_cert_file, &self.tls_private_key_file) else {
+            return Err("--tls-cert-file and --tls-private-key-file are required".into());
+        };
+        if self.impersonate_upstream && self.disable_impersonation {
+            return Err("--impersonate-upstream and --disable-impersonation contradict each other".into());
+        }
+        if self.secure_port != 0 && self.secure_port == self.readiness_probe_port {
+            return Err(format!(
+                "--secure-port {} is also the readiness probe port",
+                self.secure_port
+            ));
+        }
+        Ok(Required {
+            issuer_url,
+            client_id,
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        })
+    }
+
     /// Every identity header name and prefix to strip, beyond the built-in `X-Remote-*`.
     pub fn identity_headers(&self) -> (Vec<String>, Vec<String>) {
         let names = [
@@ -335,6 +372,34 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("kube-oidc-proxy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn validation_names_the_flags_at_fault() {
+        let base = [
+            "--oidc-issuer-url=https://kc/realms/r",
+            "--oidc-client-id=kube",
+            "--tls-cert-file=c.pem",
+            "--tls-private-key-file=k.pem",
+        ];
+        let ok = parse(&base).expect("parse").validate().expect("valid");
+        assert_eq!(ok.issuer_url, "https://kc/realms/r");
+        assert_eq!(ok.key_file, PathBuf::from("k.pem"));
+        let with = |extra: &[&str], drop: &str| {
+            let args: Vec<&str> = base
+                .iter()
+                .copied()
+                .filter(|a| !a.starts_with(drop) || drop.is_empty())
+                .chain(extra.iter().copied())
+                .collect();
+            parse(&args).expect("parse").validate().expect_err("invalid")
+        };
+        assert!(with(&["--oidc-client-id="], "--oidc-client-id").contains("--oidc-client-id"));
+        assert!(with(&[], "--tls-private-key-file").contains("--tls-private-key-file"));
+        let both = with(&["--impersonate-upstream", "--disable-impersonation"], "");
+        assert!(both.contains("contradict"), "{both}");
+        let same = with(&["--secure-port=8080"], "");
+        assert!(same.contains("--secure-port 8080"), "{same}");
     }
 
     #[test]
