@@ -32,6 +32,7 @@ use kube_oidc_proxy::cluster::{
     watch_cache::{Event, key_of, via_json},
 };
 use kube_oidc_proxy::config::role_file::RoleFile;
+use kube_oidc_proxy::management::capi::CapiPolicy;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
@@ -246,7 +247,7 @@ fn bench(c: &mut Criterion) {
     let file = RoleFile::default();
     let (objects, typed_bytes) = held(|| typed(&cluster));
     let (reflectors, reflector_bytes) = held(|| reflectors(&cluster));
-    let (snapshot, snapshot_bytes) = held(|| objects.snapshot("k8s", &file));
+    let (snapshot, snapshot_bytes) = held(|| objects.snapshot("k8s", &file, &CapiPolicy::default()));
     let mib = |b: isize| b as f64 / (1024.0 * 1024.0);
     println!(
         "held objects, 10k bindings + 1k roles: typed caches {:.1} MiB, reflector stores {:.1} MiB; \
@@ -279,7 +280,7 @@ fn bench(c: &mut Criterion) {
     drop((snapshot, from_reflectors));
 
     c.bench_function("rbac_rebuild_10k_bindings_typed", |b| {
-        b.iter(|| black_box(objects.snapshot(black_box("k8s"), &file)))
+        b.iter(|| black_box(objects.snapshot(black_box("k8s"), &file, &CapiPolicy::default())))
     });
     c.bench_function("rbac_rebuild_10k_bindings_reflector", |b| {
         b.iter(|| black_box(rebuild_from_reflectors(black_box(&reflectors), "k8s")))

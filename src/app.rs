@@ -24,6 +24,7 @@ use crate::{
     cluster::{Registry, UpstreamOptions},
     config::clusters,
     config::role_file::{self, RoleFile},
+    management::{self, capi::CapiPolicy},
     metrics::Metrics,
     proxy::{
         Proxy, ProxyOptions, Recorder,
@@ -115,7 +116,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let hard = CancellationToken::new();
 
     let role_file = start_role_file(&args, &background)?;
-    let registry = start_clusters(&args, role_file, upstream_opts, &background).await?;
+    let (registry, management) = start_clusters(&args, role_file, upstream_opts, &background).await?;
     let ((listener, addr), (probe_listener, probe_addr)) = bind(&args).await?;
 
     authn.spawn_refresher(background.clone());
@@ -152,12 +153,12 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         args.cluster_ready_timeout,
         shutting_down.clone(),
     );
-    tokio::spawn(probe::serve(
-        probe_listener,
+    let endpoints = probe::Endpoints {
         ready,
-        render_metrics,
-        background.clone(),
-    ));
+        metrics: render_metrics,
+        clusters: probe::cluster_status(registry.clone(), management),
+    };
+    tokio::spawn(probe::serve(probe_listener, endpoints, background.clone()));
 
     let serve_opts = ServeOptions {
         http2_max_streams: args.http2_max_streams_per_connection,
@@ -213,22 +214,39 @@ fn start_role_file(
     Ok(rx)
 }
 
-/// The clusters the proxy serves, from the clusters file.
+/// The clusters the proxy serves: the clusters file's (re-read when it or a kubeconfig it
+/// names changes), then the management cluster's Secret and role resources, which never hold
+/// start-up back.
 async fn start_clusters(
     args: &Args,
     role_file: watch::Receiver<Arc<RoleFile>>,
     upstream_opts: UpstreamOptions,
     background: &CancellationToken,
-) -> Result<Arc<Registry>, StartError> {
-    let registry = Arc::new(Registry::new(role_file, background.clone()));
+) -> Result<(Arc<Registry>, Option<Arc<management::Status>>), StartError> {
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(CapiPolicy::default()));
+    let registry = Arc::new(Registry::new(
+        role_file,
+        policy_rx,
+        upstream_opts,
+        background.clone(),
+    ));
     if let Some(path) = &args.clusters_config {
         let loaded = clusters::load(path)?;
-        registry.load_static(path, loaded, upstream_opts).await;
+        registry.load_static(path, loaded).await;
+        registry.watch_file(path.clone(), args.config_reload_interval, background.clone());
     }
-    if registry.names().is_empty() {
+    let settings = management::Settings {
+        kubeconfig: args.management_kubeconfig.clone(),
+        secret_name: args.secret_name.clone(),
+        secret_namespace: args.secret_namespace.clone(),
+    };
+    let management = management::connect(&settings).await.map_err(StartError::Flags)?;
+    if let Some(m) = &management {
+        m.spawn(registry.clone(), policy_tx, background.clone());
+    } else if registry.names().is_empty() {
         tracing::warn!("no clusters are configured; every request will get 404");
     }
-    Ok(registry)
+    Ok((registry, management.map(|m| m.status)))
 }
 
 type Bound = (TcpListener, SocketAddr);

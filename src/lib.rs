@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod logging;
+pub mod management;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -25,7 +25,7 @@ use prometheus_client::{
 
 pub use labels::{ClusterLabel, Decision, RbacKind, Verb};
 
-use labels::{ClusterLabels, CodeClass, DurationLabels, ObjectLabels, Phase, RequestLabels};
+use labels::{ClusterLabels, CodeClass, DurationLabels, ObjectLabels, Phase, RequestLabels, SourceLabels};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -43,6 +43,10 @@ const DURATION_BUCKETS: [f64; 17] = [
 #[derive(Debug, Clone)]
 pub struct RbacSource {
     pub cluster: String,
+    /// Where the cluster comes from: `file` or `secret`.
+    pub source: &'static str,
+    /// Whether its first RBAC snapshot is in place and its watches have no error.
+    pub synced: bool,
     /// Time since the snapshot in use was built; `None` before the first one.
     pub snapshot_age: Option<Duration>,
     pub objects: Vec<(RbacKind, u64)>,
@@ -84,6 +88,8 @@ pub struct Sources<'a> {
     pub authn: Option<&'a dyn AuthnCounters>,
     pub audit: Option<&'a dyn AuditCounters>,
     pub rbac: Vec<RbacSource>,
+    /// Cluster names (and sources) whose last build from their kubeconfig failed.
+    pub failing: Vec<(String, &'static str)>,
 }
 
 /// Decrements its gauge when dropped, however the request or stream ends.
@@ -278,7 +284,23 @@ fn scrape_registry(sources: &Sources<'_>) -> Registry {
 
     let ages = Family::<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let objects = Family::<ObjectLabels, Gauge>::default();
+    let synced = Family::<SourceLabels, Gauge>::default();
+    let failing = Family::<SourceLabels, Gauge>::default();
+    for (cluster, source) in &sources.failing {
+        failing
+            .get_or_create(&SourceLabels {
+                cluster: cluster.clone(),
+                source,
+            })
+            .set(1);
+    }
     for src in &sources.rbac {
+        let labels = SourceLabels {
+            cluster: src.cluster.clone(),
+            source: src.source,
+        };
+        synced.get_or_create(&labels).set(i64::from(src.synced));
+        let _ = failing.get_or_create(&labels);
         if let Some(age) = src.snapshot_age {
             ages.get_or_create(&ClusterLabels {
                 cluster: src.cluster.clone(),
@@ -299,6 +321,16 @@ fn scrape_registry(sources: &Sources<'_>) -> Registry {
         "Time since the cluster's RBAC snapshot in use was built",
         Unit::Seconds,
         ages,
+    );
+    reg.register(
+        "kop_cluster_rbac_synced",
+        "1 when the cluster's RBAC snapshot is in place and its watches are healthy, per cluster and source (file or secret)",
+        synced,
+    );
+    reg.register(
+        "kop_cluster_build_failing",
+        "1 when the cluster's kubeconfig last failed to build (a cluster already serving keeps its previous version)",
+        failing,
     );
     reg.register(
         "kop_rbac_objects",

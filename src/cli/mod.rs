@@ -84,7 +84,13 @@ pub struct Args {
           help_heading = "Kube-OIDC-Proxy")]
     pub extra_user_header_client_ip: bool,
 
-    /// Namespace of the Secret holding dynamic cluster kubeconfigs.
+    /// Kubeconfig of the management cluster (the kubeconfigs Secret and the role resources).
+    /// Without it: KUBECONFIG, else the in-cluster service account, else none.
+    #[arg(long, help_heading = "Kube-OIDC-Proxy")]
+    pub management_kubeconfig: Option<PathBuf>,
+
+    /// Namespace of the Secret holding dynamic cluster kubeconfigs (default: the proxy's own
+    /// namespace in-cluster, else kube-oidc-proxy).
     #[arg(long, default_value = "", help_heading = "Kube-OIDC-Proxy")]
     pub secret_namespace: String,
 

@@ -6,7 +6,13 @@ pub mod rbac;
 pub mod upstream;
 pub mod watch_cache;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -15,30 +21,106 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::clusters::{ClusterEntry, Loaded},
     config::role_file::RoleFile,
+    management::capi::CapiPolicy,
 };
 pub use rbac::ClusterRbac;
 pub use upstream::{Upstream, UpstreamError, UpstreamOptions};
 
+/// Where a cluster's kubeconfig comes from. The clusters file wins over the Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `--clusters-config`.
+    File,
+    /// The kubeconfigs Secret in the management cluster.
+    Secret,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Secret => "secret",
+        }
+    }
+}
+
 pub struct Cluster {
     /// Shared, so metrics and streams can label by it without copying.
     pub name: Arc<str>,
+    pub source: Source,
     pub upstream: Upstream,
     pub rbac: Arc<ClusterRbac>,
+    /// What the cluster was built from (a hash of its kubeconfig): an unchanged entry is not
+    /// rebuilt.
+    fingerprint: u64,
     /// Stops this cluster's watches when it is removed or replaced.
     stop: CancellationToken,
+}
+
+/// The last thing that happened to a cluster name, for the status endpoint: a cluster that
+/// failed to build has no [`Cluster`] but still has a status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Change {
+    pub source: Source,
+    /// The last error building it from its source; `None` once it built.
+    pub error: Option<String>,
+    /// When the cluster (or its error) last changed, as seconds since the Unix epoch.
+    pub at: u64,
 }
 
 pub struct Registry {
     table: ArcSwap<HashMap<String, Arc<Cluster>>>,
     role_file: watch::Receiver<Arc<RoleFile>>,
+    capi: watch::Receiver<Arc<CapiPolicy>>,
+    opts: UpstreamOptions,
+    /// Serializes the file and Secret syncs (each is a diff against the table).
+    sync: tokio::sync::Mutex<Sources>,
+    changes: Mutex<BTreeMap<String, Change>>,
     shutdown: CancellationToken,
 }
 
+/// The last entries each source asked for, so one source can be re-applied when the other
+/// changes (a name the file drops falls back to the Secret's entry).
+#[derive(Default)]
+struct Sources {
+    file: BTreeMap<String, FileEntry>,
+    secret: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Clone)]
+struct FileEntry {
+    entry: ClusterEntry,
+    file: std::path::PathBuf,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
 impl Registry {
-    pub fn new(role_file: watch::Receiver<Arc<RoleFile>>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        role_file: watch::Receiver<Arc<RoleFile>>,
+        capi: watch::Receiver<Arc<CapiPolicy>>,
+        opts: UpstreamOptions,
+        shutdown: CancellationToken,
+    ) -> Self {
         Registry {
             table: ArcSwap::from_pointee(HashMap::new()),
             role_file,
+            capi,
+            opts,
+            sync: tokio::sync::Mutex::new(Sources::default()),
+            changes: Mutex::new(BTreeMap::new()),
             shutdown,
         }
     }
@@ -57,34 +139,57 @@ impl Registry {
         self.all().iter().map(|c| c.name.to_string()).collect()
     }
 
-    /// Adds or replaces one cluster and starts watching its RBAC.
-    pub fn upsert(&self, name: String, upstream: Upstream, client: kube::Client) {
+    /// What last happened to each cluster name (built, failed, removed names are dropped).
+    pub fn changes(&self) -> BTreeMap<String, Change> {
+        self.changes.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn note(&self, name: &str, source: Source, error: Option<String>) {
+        if let Ok(mut changes) = self.changes.lock() {
+            let at = now_secs();
+            changes.insert(name.to_owned(), Change { source, error, at });
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.remove(name);
+        }
+    }
+
+    /// Adds or replaces one cluster and starts watching its RBAC; the replaced cluster's watches
+    /// stop, and its connections close once the requests still using it end.
+    fn upsert(&self, name: &str, source: Source, fingerprint: u64, upstream: Upstream, client: kube::Client) {
         let stop = self.shutdown.child_token();
         let cluster = Arc::new(Cluster {
-            name: Arc::from(name.as_str()),
+            name: Arc::from(name),
+            source,
             upstream,
             rbac: Arc::default(),
+            fingerprint,
             stop: stop.clone(),
         });
         rbac::spawn(
-            name.clone(),
+            name.to_owned(),
             client,
             cluster.rbac.clone(),
             self.role_file.clone(),
+            self.capi.clone(),
             stop,
         );
         let mut replaced = None;
         self.table.rcu(|t| {
             let mut t = HashMap::clone(t);
-            replaced = t.insert(name.clone(), cluster.clone());
+            replaced = t.insert(name.to_owned(), cluster.clone());
             t
         });
         if let Some(old) = replaced {
             old.stop.cancel();
         }
+        self.note(name, source, None);
     }
 
-    pub fn remove(&self, name: &str) {
+    fn remove(&self, name: &str) {
         let mut removed = None;
         self.table.rcu(|t| {
             let mut t = HashMap::clone(t);
@@ -94,31 +199,194 @@ impl Registry {
         if let Some(old) = removed {
             old.stop.cancel();
         }
+        self.forget(name);
     }
 
     /// Builds every cluster of the clusters file concurrently. Entries that fail are reported
     /// (file, line, cluster, reason) and skipped: one broken kubeconfig never stops the others.
-    pub async fn load_static(&self, file: &std::path::Path, loaded: Loaded, opts: UpstreamOptions) {
+    pub async fn load_static(&self, file: &Path, loaded: Loaded) {
+        self.sync_file(file, loaded).await;
+    }
+
+    /// Makes the file's clusters what `loaded` says: new and changed entries are built (a
+    /// changed kubeconfig file counts), entries gone from the file are removed, and a name the
+    /// Secret also has goes back to the Secret's kubeconfig when the file drops it.
+    pub async fn sync_file(&self, file: &Path, loaded: Loaded) {
         for skipped in &loaded.skipped {
             tracing::error!("skipping cluster entry: {skipped}");
         }
-        let builds = loaded.clusters.into_iter().map(|entry: ClusterEntry| async move {
-            let result = Upstream::from_kubeconfig_file(&entry.kubeconfig, opts).await;
-            (entry, result)
+        let mut sources = self.sync.lock().await;
+        sources.file = loaded
+            .clusters
+            .into_iter()
+            .map(|entry| {
+                let fe = FileEntry {
+                    entry: entry.clone(),
+                    file: file.to_path_buf(),
+                };
+                (entry.name, fe)
+            })
+            .collect();
+        self.apply(&sources).await;
+    }
+
+    /// Re-reads the clusters file every `every`, and syncs when it or a kubeconfig it names has
+    /// changed. A file that no longer parses keeps the clusters as they are and says why.
+    pub fn watch_file(
+        self: &Arc<Self>,
+        path: std::path::PathBuf,
+        every: std::time::Duration,
+        cancel: CancellationToken,
+    ) {
+        let registry = self.clone();
+        let read_all = |path: &Path| -> Option<(u64, Result<Loaded, crate::config::ConfigError>)> {
+            let bytes = std::fs::read(path).ok()?;
+            let loaded = crate::config::clusters::parse(path, &String::from_utf8_lossy(&bytes));
+            let mut all = bytes;
+            if let Ok(l) = &loaded {
+                for entry in &l.clusters {
+                    all.extend(std::fs::read(&entry.kubeconfig).unwrap_or_default());
+                    all.push(0);
+                }
+            }
+            Some((fingerprint(&all), loaded))
+        };
+        let last = Mutex::new(read_all(&path).map(|(print, _)| print));
+        let handle = tokio::runtime::Handle::current();
+        crate::config::reload::poll_until_cancelled(every, cancel, move || {
+            let Some((print, loaded)) = read_all(&path) else {
+                tracing::warn!(file = %path.display(), "clusters file cannot be read; keeping the clusters as they are");
+                return;
+            };
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == Some(print) {
+                return;
+            }
+            *last = Some(print);
+            match loaded {
+                Ok(loaded) => {
+                    tracing::info!(file = %path.display(), "clusters file changed; syncing");
+                    handle.block_on(registry.sync_file(&path, loaded));
+                }
+                Err(e) => {
+                    tracing::error!("clusters file not reloaded, keeping the clusters as they are: {e}")
+                }
+            }
         });
-        for (entry, result) in futures_util::future::join_all(builds).await {
+    }
+
+    /// Makes the Secret's clusters what `data` says (key: cluster name, value: kubeconfig).
+    pub async fn sync_secret(&self, data: BTreeMap<String, Vec<u8>>) {
+        let mut sources = self.sync.lock().await;
+        sources.secret = data;
+        self.apply(&sources).await;
+    }
+
+    async fn apply(&self, sources: &Sources) {
+        let current = self.table.load_full();
+        let current = &current;
+        // Removed from their source (and not provided by the other one).
+        for (name, cluster) in current.iter() {
+            let wanted = sources.file.contains_key(name)
+                || (sources.secret.contains_key(name) && crate::config::valid_cluster_name(name));
+            if !wanted {
+                tracing::info!(cluster = %name, source = cluster.source.as_str(), "removed cluster");
+                self.remove(name);
+            }
+        }
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.retain(|name, _| sources.file.contains_key(name) || sources.secret.contains_key(name));
+        }
+        // The file's entries, built concurrently.
+        let file_builds = sources.file.values().map(|fe| async move {
+            let bytes = tokio::fs::read(&fe.entry.kubeconfig).await;
+            let print = bytes.as_ref().map(|b| fingerprint(b)).unwrap_or(0);
+            if let Some(c) = current.get(&fe.entry.name)
+                && c.source == Source::File
+                && c.fingerprint == print
+                && bytes.is_ok()
+            {
+                return None;
+            }
+            let result = match bytes {
+                Ok(_) => Upstream::from_kubeconfig_file(&fe.entry.kubeconfig, self.opts).await,
+                Err(e) => Err(UpstreamError::Kubeconfig(format!("cannot read: {e}"))),
+            };
+            Some((fe, print, result))
+        });
+        for (fe, print, result) in futures_util::future::join_all(file_builds)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            let entry = &fe.entry;
             match result {
                 Ok((upstream, client)) => {
-                    tracing::info!(cluster = %entry.name, server = %upstream.server, "added cluster");
-                    self.upsert(entry.name, upstream, client);
+                    tracing::info!(cluster = %entry.name, source = "file", server = %upstream.server, "added cluster");
+                    self.upsert(&entry.name, Source::File, print, upstream, client);
                 }
-                Err(e) => tracing::error!(
-                    "skipping cluster {:?} ({}:{}): kubeconfig {}: {e}",
-                    entry.name,
-                    file.display(),
-                    entry.line,
-                    entry.kubeconfig.display()
-                ),
+                Err(e) => {
+                    let message = format!(
+                        "{}:{}: kubeconfig {}: {e}",
+                        fe.file.display(),
+                        entry.line,
+                        entry.kubeconfig.display()
+                    );
+                    let serving = self.get(&entry.name).is_some();
+                    tracing::error!(
+                        cluster = %entry.name,
+                        "{} cluster {:?} ({message})",
+                        if serving { "cannot rebuild; the previous version keeps serving" } else { "skipping" },
+                        entry.name,
+                    );
+                    self.note(&entry.name, Source::File, Some(message));
+                }
+            }
+        }
+        // The Secret's entries.
+        for (name, kubeconfig) in &sources.secret {
+            if sources.file.contains_key(name) {
+                let message = format!(
+                    "cluster {name:?} in the kubeconfigs Secret is also in the clusters file; the file's entry is served"
+                );
+                tracing::error!(cluster = %name, "{message}");
+                continue;
+            }
+            if !crate::config::valid_cluster_name(name) {
+                tracing::error!(
+                    cluster = %name,
+                    "skipping key {name:?} of the kubeconfigs Secret: not a valid cluster name (use letters, digits, '-', '.', '_')"
+                );
+                self.note(name, Source::Secret, Some("not a valid cluster name".into()));
+                continue;
+            }
+            let print = fingerprint(kubeconfig);
+            if let Some(c) = self.get(name)
+                && c.source == Source::Secret
+                && c.fingerprint == print
+            {
+                continue;
+            }
+            let built = match crate::management::secret::kubeconfig(kubeconfig) {
+                Ok(k) => Upstream::from_kubeconfig(k, self.opts)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match built {
+                Ok((upstream, client)) => {
+                    tracing::info!(cluster = %name, source = "secret", server = %upstream.server, "added cluster");
+                    self.upsert(name, Source::Secret, print, upstream, client);
+                }
+                Err(e) => {
+                    let serving = self.get(name).is_some();
+                    tracing::error!(
+                        cluster = %name,
+                        "{} cluster {name:?} from the kubeconfigs Secret: {e}",
+                        if serving { "cannot rebuild; the previous version keeps serving" } else { "skipping" },
+                    );
+                    self.note(name, Source::Secret, Some(e));
+                }
             }
         }
     }

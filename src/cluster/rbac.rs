@@ -28,6 +28,7 @@ use crate::authz::{
     rbac::{self, Snapshot, SnapshotBuilder},
 };
 use crate::config::role_file::RoleFile;
+use crate::management::capi::CapiPolicy;
 use crate::metrics::RbacKind;
 
 /// Changes arriving within this window are folded into one rebuild.
@@ -140,10 +141,16 @@ impl ClusterObjects {
     }
 
     /// Builds the snapshot for cluster `name`: the cluster's objects first, then the role file's
-    /// for this cluster, then the built-in roles for every namespace (the first role of a name
-    /// wins). Objects are borrowed, not copied.
-    pub fn snapshot(&self, name: &str, file: &RoleFile) -> Snapshot {
+    /// for this cluster, then the role resources' of the management cluster, then the built-in
+    /// roles for every namespace (the first role of a name wins). The cluster's objects are
+    /// borrowed, not copied.
+    pub fn snapshot(&self, name: &str, file: &RoleFile, capi: &CapiPolicy) -> Snapshot {
         let namespaces: Vec<&str> = self.namespaces.keys().collect();
+        let managed = capi.objects_for(
+            name,
+            |ns, role| self.roles.get(&format!("{ns}/{role}")).is_some(),
+            |role| self.cluster_roles.get(role).is_some(),
+        );
         let defaults = default_role_objects(name, &namespaces);
         let mut builder = SnapshotBuilder::new();
         self.cluster_roles.values().for_each(|r| {
@@ -161,6 +168,7 @@ impl ClusterObjects {
         if let Some(extra) = file.for_cluster(name) {
             builder.add_objects(extra);
         }
+        builder.add_objects(&managed);
         builder.add_objects(&defaults);
         builder.build()
     }
@@ -227,14 +235,17 @@ pub fn spawn(
     client: kube::Client,
     rbac: Arc<ClusterRbac>,
     mut role_file: watch::Receiver<Arc<RoleFile>>,
+    mut capi: watch::Receiver<Arc<CapiPolicy>>,
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
         let mut watches = Box::pin(all_watches(&client));
         let mut objects = ClusterObjects::default();
         let mut dirty = false;
-        // Without --role-config nobody ever sends on the channel; stop listening once it closes.
+        // Without --role-config (or a management cluster) nobody ever sends on the channel;
+        // stop listening once it closes.
         let mut role_file_open = true;
+        let mut capi_open = true;
         loop {
             let flush = async {
                 if dirty {
@@ -259,11 +270,16 @@ pub fn spawn(
                     Ok(()) => dirty = true,
                     Err(_) => role_file_open = false,
                 },
+                changed = capi.changed(), if capi_open => match changed {
+                    Ok(()) => dirty = true,
+                    Err(_) => capi_open = false,
+                },
                 _ = flush => {
                     dirty = false;
                     if objects.listed() {
                         let file = role_file.borrow().clone();
-                        publish(&name, &rbac, &objects, &file);
+                        let managed = capi.borrow().clone();
+                        publish(&name, &rbac, &objects, &file, &managed);
                     }
                 }
             }
@@ -271,9 +287,9 @@ pub fn spawn(
     });
 }
 
-fn publish(name: &str, rbac: &ClusterRbac, objects: &ClusterObjects, file: &RoleFile) {
+fn publish(name: &str, rbac: &ClusterRbac, objects: &ClusterObjects, file: &RoleFile, capi: &CapiPolicy) {
     let started = Instant::now();
-    let snapshot = objects.snapshot(name, file);
+    let snapshot = objects.snapshot(name, file, capi);
     let counts = objects.counts();
     tracing::debug!(
         cluster = %name,
@@ -339,7 +355,13 @@ mod tests {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
             "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"}]}));
         assert_eq!(objects.apply(Change::RoleBinding(binding)), Ok(true));
-        publish("k8s", &rbac, &objects, &RoleFile::default());
+        publish(
+            "k8s",
+            &rbac,
+            &objects,
+            &RoleFile::default(),
+            &CapiPolicy::default(),
+        );
         let info = RequestInfo::parse("GET", "/api/v1/namespaces/dev/configmaps", None, false).unwrap();
         let groups = ["system:authenticated".to_string()];
         assert_eq!(
@@ -351,7 +373,13 @@ mod tests {
 
         let delete = Change::RoleBinding(Event::Delete("dev/b".into()));
         assert_eq!(objects.apply(delete), Ok(true));
-        publish("k8s", &rbac, &objects, &RoleFile::default());
+        publish(
+            "k8s",
+            &rbac,
+            &objects,
+            &RoleFile::default(),
+            &CapiPolicy::default(),
+        );
         assert_eq!(
             rbac.snapshot.load().authorize("bob", &groups, &info),
             Decision::Deny
@@ -377,12 +405,16 @@ mod tests {
         let groups = ["k8s:watcher:team".to_string()];
         let file = RoleFile::default();
         assert_eq!(
-            objects.snapshot("k8s", &file).authorize("ann", &groups, &info),
+            objects
+                .snapshot("k8s", &file, &CapiPolicy::default())
+                .authorize("ann", &groups, &info),
             Decision::Deny
         );
         let _ = objects.apply(Change::Namespace(Event::Put("team".into(), ())));
         assert_eq!(
-            objects.snapshot("k8s", &file).authorize("ann", &groups, &info),
+            objects
+                .snapshot("k8s", &file, &CapiPolicy::default())
+                .authorize("ann", &groups, &info),
             Decision::Allow
         );
     }

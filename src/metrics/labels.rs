@@ -218,6 +218,12 @@ pub(super) struct ClusterLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct SourceLabels {
+    pub(super) cluster: String,
+    pub(super) source: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct ObjectLabels {
     pub(super) cluster: String,
     pub(super) kind: RbacKind,

@@ -232,6 +232,8 @@ fn sources_are_read_at_scrape_time() {
         rbac: vec![
             RbacSource {
                 cluster: "c1".into(),
+                source: "file",
+                synced: true,
                 snapshot_age: Some(Duration::from_millis(12_500)),
                 objects: vec![
                     (RbacKind::Role, 3),
@@ -241,10 +243,13 @@ fn sources_are_read_at_scrape_time() {
             },
             RbacSource {
                 cluster: "c2".into(),
+                source: "secret",
+                synced: false,
                 snapshot_age: None,
                 objects: vec![],
             },
         ],
+        failing: vec![("c3".into(), "secret")],
     };
     let out = m.render(&sources(&authn, &audit));
     has(&out, "kop_token_cache_hits_total 0");
@@ -276,12 +281,16 @@ fn sources_are_read_at_scrape_time() {
         r#"kop_rbac_objects{cluster="c1",kind="Role"} 3"#,
         r#"kop_rbac_objects{cluster="c1",kind="ClusterRoleBinding"} 7"#,
         r#"kop_rbac_objects{cluster="c1",kind="Namespace"} 4"#,
+        r#"kop_cluster_rbac_synced{cluster="c1",source="file"} 1"#,
+        r#"kop_cluster_rbac_synced{cluster="c2",source="secret"} 0"#,
+        r#"kop_cluster_build_failing{cluster="c2",source="secret"} 0"#,
+        r#"kop_cluster_build_failing{cluster="c3",source="secret"} 1"#,
     ] {
         has(&out, line);
     }
     assert!(
-        !out.contains(r#"cluster="c2""#),
-        "a cluster without a snapshot has no series yet"
+        !out.contains(r#"kop_rbac_snapshot_age_seconds{cluster="c2""#),
+        "a cluster without a snapshot has no age yet"
     );
 
     // A transiently negative depth (a send racing the sender) is never shown.

@@ -1,4 +1,5 @@
-//! The plain-HTTP probe port: `GET /ready` and `GET /live`, as the Go proxy served them.
+//! The plain-HTTP probe port: `GET /ready` and `GET /live` as the Go proxy served them, `/metrics`,
+//! and `/clusters` (each cluster's source and state, and the management cluster's watches, as JSON).
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -14,13 +15,18 @@ use tokio_util::sync::CancellationToken;
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
 /// Renders `/metrics` (OpenMetrics text).
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+/// Renders `/clusters` (JSON).
+pub type RenderStatus = Arc<dyn Fn() -> String + Send + Sync>;
 
-pub async fn serve(
-    listener: TcpListener,
-    ready: ReadyCheck,
-    metrics: RenderMetrics,
-    stop: CancellationToken,
-) {
+/// The probe port's answers.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub ready: ReadyCheck,
+    pub metrics: RenderMetrics,
+    pub clusters: RenderStatus,
+}
+
+pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: CancellationToken) {
     loop {
         let (tcp, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -32,11 +38,11 @@ pub async fn serve(
                 }
             },
         };
-        let (ready, metrics) = (ready.clone(), metrics.clone());
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let (ready, metrics) = (ready.clone(), metrics.clone());
-                async move { Ok::<_, Infallible>(answer(&req, &ready, &metrics)) }
+                let endpoints = endpoints.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &endpoints)) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -47,7 +53,7 @@ pub async fn serve(
     }
 }
 
-fn answer(req: &Request<Incoming>, ready: &ReadyCheck, metrics: &RenderMetrics) -> Response<Full<Bytes>> {
+fn answer(req: &Request<Incoming>, endpoints: &Endpoints) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -57,13 +63,18 @@ fn answer(req: &Request<Incoming>, ready: &ReadyCheck, metrics: &RenderMetrics) 
     }
     match req.uri().path() {
         "/live" => reply(StatusCode::OK, "{}\n".into(), JSON),
-        "/metrics" => reply(StatusCode::OK, metrics(), crate::metrics::CONTENT_TYPE),
+        "/metrics" => reply(
+            StatusCode::OK,
+            (endpoints.metrics)(),
+            crate::metrics::CONTENT_TYPE,
+        ),
+        "/clusters" => reply(StatusCode::OK, (endpoints.clusters)(), JSON),
         "/ready" => {
             let full = req
                 .uri()
                 .query()
                 .is_some_and(|q| q.split('&').any(|kv| kv == "full=1" || kv == "full=true"));
-            match ready() {
+            match (endpoints.ready)() {
                 Ok(()) if full => reply(StatusCode::OK, "{\"status\": \"OK\"}\n".into(), JSON),
                 Ok(()) => reply(StatusCode::OK, "{}\n".into(), JSON),
                 Err(reasons) if full => {
@@ -135,14 +146,67 @@ pub fn metrics_renderer(
             .iter()
             .map(|c| RbacSource {
                 cluster: c.name.to_string(),
+                source: c.source.as_str(),
+                synced: c.rbac.is_ready() && c.rbac.last_error().is_none(),
                 snapshot_age: c.rbac.built_at.load().map(|t| t.elapsed()),
                 objects: c.rbac.counts(),
             })
+            .collect();
+        let failing = registry
+            .changes()
+            .into_iter()
+            .filter(|(_, c)| c.error.is_some())
+            .map(|(name, c)| (name, c.source.as_str()))
             .collect();
         metrics.render(&Sources {
             authn: Some(&authn.stats),
             audit: Some(&*audit_stats),
             rbac,
+            failing,
         })
+    })
+}
+
+/// `/clusters`: every cluster name the proxy knows, with its source, whether it serves, whether
+/// its RBAC is synced, its last error and when it last changed; and the management cluster's
+/// watches.
+pub fn cluster_status(
+    registry: Arc<crate::cluster::Registry>,
+    management: Option<Arc<crate::management::Status>>,
+) -> RenderStatus {
+    Arc::new(move || {
+        let changes = registry.changes();
+        let serving = registry.all();
+        let mut names: Vec<&String> = changes.keys().collect();
+        let serving_names: Vec<String> = serving.iter().map(|c| c.name.to_string()).collect();
+        for n in &serving_names {
+            if !changes.contains_key(n) {
+                names.push(n);
+            }
+        }
+        names.sort();
+        let clusters: Vec<serde_json::Value> = names
+            .into_iter()
+            .map(|name| {
+                let cluster = serving.iter().find(|c| &*c.name == name.as_str());
+                let change = changes.get(name);
+                let rbac_error = cluster.and_then(|c| c.rbac.last_error());
+                serde_json::json!({
+                    "name": name,
+                    "source": cluster.map(|c| c.source).or(change.map(|c| c.source)),
+                    "serving": cluster.is_some(),
+                    "server": cluster.map(|c| c.upstream.server.clone()),
+                    "connected": cluster.is_some_and(|c| c.rbac.is_ready() && rbac_error.is_none()),
+                    "rbacSynced": cluster.is_some_and(|c| c.rbac.is_ready()),
+                    "lastError": change.and_then(|c| c.error.clone()).or(rbac_error),
+                    "changedAt": change.map(|c| c.at),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "clusters": clusters,
+            "management": management.as_ref().map(|m| m.snapshot()),
+        });
+        format!("{body:#}\n")
     })
 }
