@@ -236,7 +236,7 @@ async fn start_clusters(
         registry.watch_file(path.clone(), args.config_reload_interval, background.clone());
     }
     let settings = management::Settings {
-        kubeconfig: args.management_kubeconfig.clone(),
+        kubeconfig: args.management_kubeconfig.as_ref().map(std::path::PathBuf::from),
         secret_name: args.secret_name.clone(),
         secret_namespace: args.secret_namespace.clone(),
     };

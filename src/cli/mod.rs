@@ -85,9 +85,9 @@ pub struct Args {
     pub extra_user_header_client_ip: bool,
 
     /// Kubeconfig of the management cluster (the kubeconfigs Secret and the role resources).
-    /// Without it: KUBECONFIG, else the in-cluster service account, else none.
+    /// Without it: KUBECONFIG, else the in-cluster service account, else none. Empty: none.
     #[arg(long, help_heading = "Kube-OIDC-Proxy")]
-    pub management_kubeconfig: Option<PathBuf>,
+    pub management_kubeconfig: Option<String>,
 
     /// Namespace of the Secret holding dynamic cluster kubeconfigs (default: the proxy's own
     /// namespace in-cluster, else kube-oidc-proxy).

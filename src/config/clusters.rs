@@ -13,8 +13,9 @@ use super::{ConfigError, valid_cluster_name};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// `clusters:` with nothing after it (all clusters from the Secret) reads as empty.
     #[serde(default)]
-    clusters: Vec<Spanned<Entry>>,
+    clusters: Option<Vec<Spanned<Entry>>>,
 }
 
 #[derive(Deserialize)]
@@ -54,7 +55,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     let file: File = if text.trim().is_empty() {
-        File { clusters: Vec::new() }
+        File { clusters: None }
     } else {
         serde_saphyr::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
@@ -74,7 +75,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         skipped: Vec::new(),
     };
     let mut seen = HashSet::new();
-    for (i, entry) in file.clusters.into_iter().enumerate() {
+    for (i, entry) in file.clusters.unwrap_or_default().into_iter().enumerate() {
         let entry_line = entry.referenced.line();
         let Some(name) = entry.value.name else {
             loaded.skipped.push(err(
@@ -132,6 +133,14 @@ mod tests {
 
     fn p() -> &'static Path {
         Path::new("clusters.yaml")
+    }
+
+    #[test]
+    fn an_empty_list_is_no_clusters() {
+        for text in ["clusters:\n", "clusters: []\n", "", "# all from the Secret\n"] {
+            let l = parse(p(), text).unwrap();
+            assert!(l.clusters.is_empty() && l.skipped.is_empty(), "{text:?}");
+        }
     }
 
     #[test]

@@ -96,7 +96,16 @@ impl Status {
 /// that cannot be used is an error (the operator asked for it); an unusable `KUBECONFIG` or
 /// in-cluster configuration is logged and the proxy goes on without.
 pub async fn connect(settings: &Settings) -> Result<Option<Management>, String> {
-    let (config, source) = if let Some(path) = &settings.kubeconfig {
+    let (config, source) = if settings
+        .kubeconfig
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        tracing::info!(
+            "no management cluster (--management-kubeconfig is empty): serving the clusters file only"
+        );
+        return Ok(None);
+    } else if let Some(path) = &settings.kubeconfig {
         let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|e| format!("--management-kubeconfig {}: {}", path.display(), error_chain(&e)))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -123,6 +123,10 @@ impl ProxyBuilder {
             format!("--clusters-config={}", clusters_file.display()),
             "--shutdown-grace-period=3s".into(),
         ];
+        // A developer's KUBECONFIG must never become a test's management cluster.
+        if !self.args.iter().any(|a| a.starts_with("--management-kubeconfig")) {
+            argv.push("--management-kubeconfig=".into());
+        }
         argv.extend(self.args);
         let args = Args::try_parse_from(&argv).expect("test flags parse");
         let log = Arc::new(MemSink::default());
@@ -206,6 +210,20 @@ impl TestProxy {
     pub async fn probe_status(&self, path: &str) -> u16 {
         let url = format!("http://{}{path}", self.probe);
         probe_get(&url).await
+    }
+
+    /// The probe port's answer to `path` as JSON (`/clusters`).
+    pub async fn probe_json(&self, path: &str) -> serde_json::Value {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+        let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let url = format!("http://{}{path}", self.probe);
+        let resp = client
+            .get(url.parse().expect("url"))
+            .await
+            .expect("probe answers");
+        let body = resp.into_body().collect().await.expect("probe body").to_bytes();
+        serde_json::from_slice(&body).expect("probe JSON")
     }
 
     pub async fn wait_ready(&self) {
