@@ -234,6 +234,78 @@ expect_fail "kube-apiserver itself refuses nog's escalation" 'user "nog" (groups
 admin k8s -n dev delete rolebinding nog-narrow >/dev/null
 admin k8s -n dev delete role narrow >/dev/null
 
+echo "== management cluster: clusters from the Secret, grants from the role resources"
+# Cluster k8s is the management cluster. Each check below polls and reports how long the change
+# took to take effect through the proxy.
+mgmt() { "$KOP_KUBECTL" --kubeconfig "$KOP_ADMIN_K8S" "$@"; }
+secret() { # KEY=FILE...: the kubeconfigs Secret with exactly these keys
+  local args=() kv
+  for kv in "$@"; do args+=(--from-file="$kv"); done
+  mgmt -n kube-oidc-proxy create secret generic kube-oidc-proxy-kubeconfigs "${args[@]}" --dry-run=client -o yaml | mgmt apply -f - >/dev/null
+}
+TIMES=()
+# eventually NAME SECONDS PATTERN COMMAND...: polls until the output contains PATTERN.
+eventually() {
+  local name="$1" secs="$2" want="$3"; shift 3
+  local t0 out took; t0=$(date +%s.%N)
+  local deadline=$(( $(date +%s) + secs ))
+  while :; do
+    out="$("$@" 2>&1)"
+    if grep -qF -- "$want" <<<"$out"; then
+      took=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t0}")
+      ok "$name (${took} s)"; TIMES+=("$name: ${took} s"); return 0
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then bad "$name (not within ${secs} s)" "$out"; return 1; fi
+    sleep 0.1
+  done
+}
+status() { curl -sf "$KOP_PROBE_URL/clusters"; }
+expect_fail "edge is unknown before the Secret names it" "NotFound" k nog edge get pods -n apps
+secret edge="$KOP_INLINE_EDGE"
+eventually "a Secret key adds cluster edge (its RBAC synced)" 60 'User "nog" cannot list resource "pods"' k nog edge get pods -n apps
+expect_ok "/clusters shows edge from the Secret" '"secret"' bash -c "curl -sf $KOP_PROBE_URL/clusters | jq -c '.clusters[] | select(.name == \"edge\") | .source'"
+secret edge="$KOP_INLINE_EDGE" k8s="$KOP_INLINE_KIND"
+eventually "a Secret key named like a clusters-file entry is refused with a log line" 30 "also in the clusters file" cat "$KOP_PROXY_LOG"
+expect_ok "...and the file's k8s keeps serving" "web" k dev k8s get pods -n dev
+
+mgmt apply -f "$KOP_CRDS" >/dev/null
+eventually "the role resource CRDs are picked up without a restart" 90 "true" \
+  bash -c "curl -sf $KOP_PROBE_URL/clusters | jq '[.management.role_resources[]] | all(. == \"synced\")'"
+# A real cluster's kube-controller-manager fills the aggregated ClusterRole `view` from the
+# system:aggregate-to-view role; the ring runs none, so do its job in edge and kind.
+for c in edge kind; do
+  rules="$(admin "$c" get clusterrole system:aggregate-to-view -o json | jq -c .rules)"
+  admin "$c" patch clusterrole view --type=merge -p "{\"rules\": $rules}" >/dev/null
+done
+expect_fail "wendy has nothing in edge yet" 'User "wendy" cannot list resource "pods"' k wendy edge get pods -n apps
+mgmt apply -f - >/dev/null <<'Y'
+apiVersion: rbac.platformengineers.io/v1
+kind: CAPIClusterRoleBinding
+metadata: {name: watchers-view}
+spec:
+  roleRef: [view]
+  subjects: [{group: "kind:watcher"}]
+  targetClusters: [edge]
+Y
+eventually "a CAPIClusterRoleBinding grants the Keycloak group view in edge" 30 "web" k wendy edge get pods -n apps
+expect_fail "...view does not write" 'cannot create resource "configmaps"' k wendy edge create configmap nope -n apps --from-literal=a=1
+expect_fail "...and k8s is not a target" 'User "wendy" cannot list resource "pods"' k wendy k8s get pods -n dev
+
+printf 'clusters: [broken\n' >"$OUT/broken.kubeconfig"
+secret edge="$OUT/broken.kubeconfig"
+eventually "a broken kubeconfig in the Secret is reported" 30 "not valid YAML" \
+  bash -c "curl -sf $KOP_PROBE_URL/clusters | jq -r '.clusters[] | select(.name == \"edge\") | .lastError'"
+expect_ok "...and the previous edge keeps serving" "web" k wendy edge get pods -n apps
+secret edge="$KOP_INLINE_KIND"
+eventually "a changed Secret value rebuilds edge against kind's API server" 30 "team" k wendy edge get pods -A
+
+mgmt delete capiclusterrolebinding watchers-view >/dev/null
+eventually "deleting the CAPIClusterRoleBinding revokes the grant" 30 'User "wendy" cannot list resource "pods"' k wendy edge get pods -A
+mgmt -n kube-oidc-proxy delete secret kube-oidc-proxy-kubeconfigs >/dev/null
+eventually "deleting the Secret removes edge" 30 "NotFound" k nog edge get pods -n apps
+expect_ok "...and the clusters file's k8s stays" "web" k dev k8s get pods -n dev
+printf '%s\n' "${TIMES[@]}" >"$OUT/management-timings.txt"
+
 echo "== what the proxy recorded"
 if grep -q 'AuSuccess src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/dev/pods' "$KOP_ACCESS_LOG"; then ok "AuSuccess lines"; else bad "AuSuccess lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
 if grep -q 'AuFail src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/prod/pods' "$KOP_ACCESS_LOG"; then ok "AuFail lines"; else bad "AuFail lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
