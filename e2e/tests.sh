@@ -270,7 +270,7 @@ expect_ok "...and the file's k8s keeps serving" "web" k dev k8s get pods -n dev
 
 mgmt apply -f "$KOP_CRDS" >/dev/null
 eventually "the role resource CRDs are picked up without a restart" 90 "true" \
-  bash -c "curl -sf $KOP_PROBE_URL/clusters | jq '[.management.role_resources[]] | all(. == \"synced\")'"
+  bash -c "curl -sf $KOP_PROBE_URL/clusters | jq '[.management.roleResources[]] | all(. == \"synced\")'"
 # A real cluster's kube-controller-manager fills the aggregated ClusterRole `view` from the
 # system:aggregate-to-view role; the ring runs none, so do its job in edge and kind.
 for c in edge kind; do

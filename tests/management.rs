@@ -353,6 +353,50 @@ async fn the_clusters_file_is_reread_with_the_same_rules() {
     assert_eq!(r.status_of("spare").await["source"], "secret");
 }
 
+#[tokio::test]
+async fn an_unreachable_management_cluster_never_holds_start_up_back() {
+    let iss = issuer().run().await;
+    let a = apiserver().name("a").run().await;
+    let dir = TempDir::new("kop-mgmt-down");
+    // A port nothing listens on (bound, then released).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mgmt_kc = dir.write(
+        "mgmt.kubeconfig",
+        &kubeconfig(
+            &format!("https://{closed}"),
+            &a.ca_pem(),
+            &Cred::Token("x".into()),
+        ),
+    );
+    let p = proxy(&iss)
+        .arg(&format!("--management-kubeconfig={}", mgmt_kc.display()))
+        .cluster("k8s", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    // Ready and serving the file's cluster while the management cluster is down.
+    let t = iss.token().sub("ann").groups(&["k8s:devops"]).sign();
+    assert_eq!(
+        p.get("/k8s/api/v1/namespaces/dev/configmaps", Some(&t)).await.0,
+        StatusCode::OK
+    );
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = p.probe_json("/clusters").await;
+        if status["management"]["secretError"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = &status["management"];
+    assert_eq!(m["secretSynced"], false, "{status}");
+    let error = m["secretError"].as_str().unwrap_or("").to_lowercase();
+    assert!(error.contains("connect"), "{status}");
+    assert_eq!(m["secret"], "kube-oidc-proxy/kube-oidc-proxy-kubeconfigs");
+}
+
 /// Open file descriptors of this process.
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)

@@ -67,6 +67,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StatusInner {
     /// `--management-kubeconfig FILE`, `KUBECONFIG`, `in-cluster`.
     pub source: String,
