@@ -234,6 +234,39 @@ expect_fail "kube-apiserver itself refuses nog's escalation" 'user "nog" (groups
 admin k8s -n dev delete rolebinding nog-narrow >/dev/null
 admin k8s -n dev delete role narrow >/dev/null
 
+echo "== kubectl --as, and ServiceAccount tokens through --token-passthrough"
+expect_ok "ann (k8s:devops may impersonate) acts as dev with kubectl --as" "web" \
+  k ann k8s get pods -n dev --as=dev --as-group=k8s:developer:dev
+expect_fail "...and is held to dev's rights" 'User "dev" cannot list resource "pods" in API group "" in the namespace "prod"' \
+  k ann k8s get pods -n prod --as=dev --as-group=k8s:developer:dev
+expect_fail "dev (developer) may not use kubectl --as" \
+  'users "ann" is forbidden: User "dev" cannot impersonate resource "users" in API group "" at the cluster scope' \
+  k dev k8s get pods -n dev --as=ann
+expect_ok "kubectl auth can-i --as answers for the target: list" "yes" k ann k8s auth can-i list pods -n dev --as=dev --as-group=k8s:developer:dev
+expect_fail "kubectl auth can-i --as answers for the target: delete" "no" k ann k8s auth can-i delete pods -n dev --as=dev --as-group=k8s:developer:dev
+got="$(ki ann get pods -n dev --as=dev --as-group=k8s:developer:dev 2>&1)"
+if grep -q web <<<"$got"; then ok "--as through the impersonating proxy"; else bad "--as through the impersonating proxy" "$got"; fi
+entry="$(jq -c 'select(.user.username == "kube-oidc-proxy-imp" and .impersonatedUser.username == "dev" and (.impersonatedUser.extra["authentication.kubernetes.io/original-username"] // []) == ["ann"])' "$KOP_AUDIT_K8S" 2>/dev/null | head -1)"
+if [ -n "$entry" ]; then ok "kube-apiserver's audit log shows the target dev and the person behind it, ann"; else bad "kube-apiserver's audit log shows the target dev and the person behind it, ann" "$(grep -c impersonatedUser "$KOP_AUDIT_K8S") impersonated entries"; fi
+
+admin k8s -n dev create serviceaccount robot >/dev/null
+admin k8s -n dev create role pod-reader --verb=get,list --resource=pods >/dev/null
+admin k8s -n dev create rolebinding robot-reads --role=pod-reader --serviceaccount=dev:robot >/dev/null
+SA_TOKEN="$(admin k8s -n dev create token robot)"
+ksa() { "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "$SA_TOKEN" --request-timeout=20s "$@"; }
+got=""
+for _ in $(seq 1 25); do got="$(ksa get pods -n dev 2>&1)" && break; sleep 0.2; done
+if grep -q web <<<"$got"; then ok "a ServiceAccount token lists pods in dev through --token-passthrough"; else bad "a ServiceAccount token lists pods in dev through --token-passthrough" "$got"; fi
+expect_fail "...and nothing its RBAC does not allow: prod" 'User "system:serviceaccount:dev:robot" cannot list resource "pods" in API group "" in the namespace "prod"' ksa get pods -n prod
+expect_fail "...nor secrets in dev" 'User "system:serviceaccount:dev:robot" cannot list resource "secrets"' ksa get secrets -n dev
+entry="$(jq -c 'select(.user.username == "system:serviceaccount:dev:robot" and (.requestURI | startswith("/api/v1/namespaces/dev/pods")))' "$KOP_AUDIT_K8S" 2>/dev/null | head -1)"
+if [ -n "$entry" ]; then ok "kube-apiserver saw the ServiceAccount itself (its token went on unchanged)"; else bad "kube-apiserver saw the ServiceAccount itself (its token went on unchanged)"; fi
+expect_fail "a token neither Keycloak nor the cluster accepts is 401" "Unauthorized" \
+  "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "not.a.token" get pods -n dev
+admin k8s -n dev delete rolebinding robot-reads >/dev/null
+admin k8s -n dev delete role pod-reader >/dev/null
+admin k8s -n dev delete serviceaccount robot >/dev/null
+
 echo "== management cluster: clusters from the Secret, grants from the role resources"
 # Cluster k8s is the management cluster. Each check below polls and reports how long the change
 # took to take effect through the proxy.

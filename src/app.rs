@@ -21,8 +21,9 @@ use crate::{
     },
     authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
     cli::Args,
+    cluster::token_review::TokenReviewer,
     cluster::{Registry, UpstreamOptions},
-    config::clusters,
+    config::clusters::{self, Identity},
     config::role_file::{self, RoleFile},
     management::{self, capi::CapiPolicy},
     metrics::Metrics,
@@ -127,8 +128,12 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let audit = start_audit(&args, &audit_stats)?;
 
     let streams = Streams::default();
+    let reviewer = args
+        .token_passthrough
+        .then(|| TokenReviewer::new(args.token_passthrough_audiences.clone(), TOKEN_REVIEW_CACHE));
     let proxy = Arc::new(Proxy {
         authn: authn.clone(),
+        reviewer,
         clusters: registry.clone(),
         recorder: Recorder {
             access_log: access_log.clone(),
@@ -200,6 +205,20 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     })
 }
 
+/// Reviewed tokens remembered at once (`--token-passthrough`).
+const TOKEN_REVIEW_CACHE: usize = 10_000;
+
+/// The identity mode of clusters whose entry does not choose one.
+fn default_identity(args: &Args) -> Identity {
+    if args.impersonate_upstream {
+        Identity::Impersonate
+    } else if args.disable_impersonation {
+        Identity::PassthroughUserToken
+    } else {
+        Identity::Credentials
+    }
+}
+
 /// Loads the role file (empty without `--role-config`) and keeps it current.
 fn start_role_file(
     args: &Args,
@@ -224,12 +243,10 @@ async fn start_clusters(
     background: &CancellationToken,
 ) -> Result<(Arc<Registry>, Option<Arc<management::Status>>), StartError> {
     let (policy_tx, policy_rx) = watch::channel(Arc::new(CapiPolicy::default()));
-    let registry = Arc::new(Registry::new(
-        role_file,
-        policy_rx,
-        upstream_opts,
-        background.clone(),
-    ));
+    let registry = Arc::new(
+        Registry::new(role_file, policy_rx, upstream_opts, background.clone())
+            .with_default_identity(default_identity(args)),
+    );
     if let Some(path) = &args.clusters_config {
         let loaded = clusters::load(path)?;
         registry.load_static(path, loaded).await;
@@ -368,7 +385,6 @@ fn proxy_options(args: &Args) -> Result<ProxyOptions, StartError> {
     tracing::debug!(headers = ?identity_headers.describe(), "identity headers stripped from every request");
     Ok(ProxyOptions {
         trusted_proxies,
-        impersonate: args.impersonate_upstream,
         extra_user_headers: args.extra_user_headers.clone(),
         extra_user_header_client_ip: args.extra_user_header_client_ip,
         audit_max_body: args.audit_max_body_bytes,

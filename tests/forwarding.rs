@@ -116,15 +116,17 @@ async fn client_credentials_impersonation_and_hop_by_hop_headers_never_reach_ups
         "untrusted peer's XFF is replaced"
     );
 
-    // kubectl --as: refused, and nothing reaches the API server.
+    // kubectl --as without an impersonate grant (a watcher reads everything, impersonates
+    // nobody): refused, and nothing reaches the API server.
     a.clear_requests();
+    let watcher = format!("Bearer {}", iss.token().groups(&["a:watcher"]).sign());
     let (code, _, body) = {
         let mut conn = p.conn().await;
         let resp = conn
             .get(
                 "/a/api/v1/pods",
                 &[
-                    ("authorization", &auth),
+                    ("authorization", &watcher),
                     ("impersonate-user", "admin"),
                     ("impersonate-group", "system:masters"),
                 ],
@@ -136,6 +138,14 @@ async fn client_credentials_impersonation_and_hop_by_hop_headers_never_reach_ups
     };
     assert_eq!(code, StatusCode::FORBIDDEN);
     assert_eq!(json(&body)["kind"], "Status");
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot impersonate resource \"users\""),
+        "{}",
+        json(&body)
+    );
     assert!(
         a.user_requests().is_empty(),
         "impersonation attempt must not be forwarded"

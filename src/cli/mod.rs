@@ -333,7 +333,18 @@ impl Args {
             return Err("--tls-cert-file and --tls-private-key-file are required".into());
         };
         if self.impersonate_upstream && self.disable_impersonation {
-            return Err("--impersonate-upstream and --disable-impersonation contradict each other".into());
+            return Err("--impersonate-upstream and --disable-impersonation contradict each other: \
+                 the first sends the proxy's credentials impersonating the user, the second the user's own token"
+                .into());
+        }
+        if self.disable_impersonation
+            && (self.extra_user_header_client_ip || !self.extra_user_headers.is_empty())
+        {
+            return Err(
+                "--extra-user-headers and --extra-user-header-client-ip need impersonation: with \
+                 --disable-impersonation the user's own token goes upstream and nothing can be added to it"
+                    .into(),
+            );
         }
         if self.secure_port != 0 && self.secure_port == self.readiness_probe_port {
             return Err(format!(
@@ -404,6 +415,8 @@ mod tests {
         assert!(with(&[], "--tls-private-key-file").contains("--tls-private-key-file"));
         let both = with(&["--impersonate-upstream", "--disable-impersonation"], "");
         assert!(both.contains("contradict"), "{both}");
+        let extra = with(&["--disable-impersonation", "--extra-user-header-client-ip"], "");
+        assert!(extra.contains("--disable-impersonation"), "{extra}");
         let same = with(&["--secure-port=8080"], "");
         assert!(same.contains("--secure-port 8080"), "{same}");
     }

@@ -3,6 +3,7 @@
 //! background task that keeps its RBAC snapshot current.
 
 pub mod rbac;
+pub mod token_review;
 pub mod upstream;
 pub mod watch_cache;
 
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::clusters::{ClusterEntry, Loaded},
+    config::clusters::{ClusterEntry, Identity, Loaded},
     config::role_file::RoleFile,
     management::capi::CapiPolicy,
 };
@@ -49,6 +50,8 @@ pub struct Cluster {
     /// Shared, so metrics and streams can label by it without copying.
     pub name: Arc<str>,
     pub source: Source,
+    /// Whose identity requests carry to this cluster.
+    pub identity: Identity,
     pub upstream: Upstream,
     pub rbac: Arc<ClusterRbac>,
     /// What the cluster was built from (a hash of its kubeconfig): an unchanged entry is not
@@ -74,6 +77,8 @@ pub struct Registry {
     role_file: watch::Receiver<Arc<RoleFile>>,
     capi: watch::Receiver<Arc<CapiPolicy>>,
     opts: UpstreamOptions,
+    /// The identity mode of clusters whose entry does not choose one (from the flags).
+    default_identity: Identity,
     /// Serializes the file and Secret syncs (each is a diff against the table).
     sync: tokio::sync::Mutex<Sources>,
     changes: Mutex<BTreeMap<String, Change>>,
@@ -119,10 +124,17 @@ impl Registry {
             role_file,
             capi,
             opts,
+            default_identity: Identity::Credentials,
             sync: tokio::sync::Mutex::new(Sources::default()),
             changes: Mutex::new(BTreeMap::new()),
             shutdown,
         }
+    }
+
+    /// The identity mode of clusters whose entry names none.
+    pub fn with_default_identity(mut self, identity: Identity) -> Self {
+        self.default_identity = identity;
+        self
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
@@ -159,11 +171,19 @@ impl Registry {
 
     /// Adds or replaces one cluster and starts watching its RBAC; the replaced cluster's watches
     /// stop, and its connections close once the requests still using it end.
-    fn upsert(&self, name: &str, source: Source, fingerprint: u64, upstream: Upstream, client: kube::Client) {
+    fn upsert(
+        &self,
+        name: &str,
+        (source, identity): (Source, Identity),
+        fingerprint: u64,
+        upstream: Upstream,
+        client: kube::Client,
+    ) {
         let stop = self.shutdown.child_token();
         let cluster = Arc::new(Cluster {
             name: Arc::from(name),
             source,
+            identity,
             upstream,
             rbac: Arc::default(),
             fingerprint,
@@ -300,7 +320,12 @@ impl Registry {
         // The file's entries, built concurrently.
         let file_builds = sources.file.values().map(|fe| async move {
             let bytes = tokio::fs::read(&fe.entry.kubeconfig).await;
-            let print = bytes.as_ref().map(|b| fingerprint(b)).unwrap_or(0);
+            let identity = fe.entry.identity.unwrap_or(self.default_identity);
+            // A new identity mode rebuilds the cluster as a new kubeconfig would.
+            let print = bytes
+                .as_ref()
+                .map(|b| fingerprint(b) ^ (identity as u64 + 1))
+                .unwrap_or(0);
             if let Some(c) = current.get(&fe.entry.name)
                 && c.source == Source::File
                 && c.fingerprint == print
@@ -312,9 +337,9 @@ impl Registry {
                 Ok(_) => Upstream::from_kubeconfig_file(&fe.entry.kubeconfig, self.opts).await,
                 Err(e) => Err(UpstreamError::Kubeconfig(format!("cannot read: {e}"))),
             };
-            Some((fe, print, result))
+            Some((fe, identity, print, result))
         });
-        for (fe, print, result) in futures_util::future::join_all(file_builds)
+        for (fe, identity, print, result) in futures_util::future::join_all(file_builds)
             .await
             .into_iter()
             .flatten()
@@ -323,7 +348,7 @@ impl Registry {
             match result {
                 Ok((upstream, client)) => {
                     tracing::info!(cluster = %entry.name, source = "file", server = %upstream.server, "added cluster");
-                    self.upsert(&entry.name, Source::File, print, upstream, client);
+                    self.upsert(&entry.name, (Source::File, identity), print, upstream, client);
                 }
                 Err(e) => {
                     let message = format!(
@@ -376,7 +401,13 @@ impl Registry {
             match built {
                 Ok((upstream, client)) => {
                     tracing::info!(cluster = %name, source = "secret", server = %upstream.server, "added cluster");
-                    self.upsert(name, Source::Secret, print, upstream, client);
+                    self.upsert(
+                        name,
+                        (Source::Secret, self.default_identity),
+                        print,
+                        upstream,
+                        client,
+                    );
                 }
                 Err(e) => {
                     let serving = self.get(name).is_some();

@@ -87,6 +87,9 @@ pub struct Upstream {
     /// The server URL's path without a trailing slash (e.g. Rancher's `/k8s/clusters/c-x`).
     path_prefix: String,
     sender: Sender,
+    /// The same server, CA and TLS settings without any of the proxy's credentials: for requests
+    /// that carry the user's own token (`passthrough-user-token`, `--token-passthrough`).
+    bare: Box<HyperClient>,
     header_timeout: Duration,
     /// The server URL, for logs.
     pub server: String,
@@ -144,24 +147,11 @@ impl Upstream {
                 "server URL {url} has no scheme or host"
             )));
         };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(30)));
-        http.set_connect_timeout(Some(opts.connect_timeout));
-        let https = config
-            .rustls_https_connector_with_connector(http)
-            .map_err(kube_err)?;
-        let connector = TimedConnect {
-            inner: https,
-            limit: opts.connect_timeout + opts.tls_handshake_timeout,
-        };
-        let client: HyperClient = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(connector);
+        let client = hyper_client(config, opts)?;
+        // No client certificate, token or exec plugin: only the server's CA and TLS settings.
+        let mut bare_config = config.clone();
+        bare_config.auth_info = Default::default();
+        let bare = Box::new(hyper_client(&bare_config, opts)?);
         let sender = match credentials(config)? {
             Credentials::Token(value) => Sender::Direct {
                 client: Box::new(client),
@@ -183,6 +173,7 @@ impl Upstream {
             scheme_authority: format!("{scheme}://{authority}"),
             path_prefix: url.path().trim_end_matches('/').to_string(),
             sender,
+            bare,
             header_timeout: opts.response_header_timeout,
             server: url.to_string(),
         })
@@ -203,8 +194,30 @@ impl Upstream {
         Ok(Uri::try_from(s)?)
     }
 
-    /// Sends one request. Only the wait for response headers is limited; the body streams for as
-    /// long as the API server keeps it open.
+    /// Sends one request that carries the user's own credentials (its `Authorization` header),
+    /// with none of the proxy's.
+    pub async fn send_as_user(&self, req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let call = self.bare.request(req).map_err(box_error);
+        self.within_header_timeout(call).await
+    }
+
+    async fn within_header_timeout(
+        &self,
+        call: impl Future<Output = Result<Response<Incoming>, BoxError>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let result = if self.header_timeout.is_zero() {
+            call.await
+        } else {
+            match tokio::time::timeout(self.header_timeout, call).await {
+                Ok(r) => r,
+                Err(_) => return Err(UpstreamError::Timeout(self.header_timeout)),
+            }
+        };
+        result.map_err(classify)
+    }
+
+    /// Sends one request with the proxy's credentials. Only the wait for response headers is
+    /// limited; the body streams for as long as the API server keeps it open.
     pub async fn send(&self, mut req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
         let call = match &self.sender {
             Sender::Direct {
@@ -219,16 +232,31 @@ impl Upstream {
             }
             Sender::Layered(service) => future::Either::Right(service.clone().oneshot(req)),
         };
-        let result = if self.header_timeout.is_zero() {
-            call.await
-        } else {
-            match tokio::time::timeout(self.header_timeout, call).await {
-                Ok(r) => r,
-                Err(_) => return Err(UpstreamError::Timeout(self.header_timeout)),
-            }
-        };
-        result.map_err(classify)
+        self.within_header_timeout(call).await
     }
+}
+
+/// The pooled HTTP/1.1 client for a kubeconfig's server, CA, TLS settings and client
+/// certificate (if its user has one).
+fn hyper_client(config: &Config, opts: UpstreamOptions) -> Result<HyperClient, UpstreamError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    http.set_connect_timeout(Some(opts.connect_timeout));
+    let https = config
+        .rustls_https_connector_with_connector(http)
+        .map_err(|e| UpstreamError::Kubeconfig(error_chain(&e)))?;
+    let connector = TimedConnect {
+        inner: https,
+        limit: opts.connect_timeout + opts.tls_handshake_timeout,
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build(connector))
 }
 
 /// How a cluster's kubeconfig authenticates the proxy.

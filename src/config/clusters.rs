@@ -1,4 +1,5 @@
-//! The `--clusters-config` file: `clusters: [{name, kubeconfig}]`.
+//! The `--clusters-config` file: `clusters: [{name, kubeconfig, identity}]`; `identity` is
+//! optional and chooses how requests reach that cluster (see [`Identity`]).
 
 use std::{
     collections::HashSet,
@@ -25,6 +26,40 @@ struct Entry {
     name: Option<Spanned<String>>,
     #[serde(default)]
     kubeconfig: Option<Spanned<String>>,
+    #[serde(default)]
+    identity: Option<Spanned<String>>,
+}
+
+/// Whose identity a request carries to a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// The proxy's kubeconfig credentials, nothing about the user (the Go fork's behaviour).
+    Credentials,
+    /// The proxy's credentials plus `Impersonate-*` for the user (`--impersonate-upstream`).
+    Impersonate,
+    /// The user's own bearer token and none of the proxy's credentials
+    /// (`--disable-impersonation`, for clusters that trust the same issuer).
+    PassthroughUserToken,
+}
+
+impl Identity {
+    pub fn parse(s: &str) -> Option<Identity> {
+        Some(match s {
+            "credentials" => Identity::Credentials,
+            "impersonate" => Identity::Impersonate,
+            "passthrough-user-token" => Identity::PassthroughUserToken,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::Credentials => "credentials",
+            Identity::Impersonate => "impersonate",
+            Identity::PassthroughUserToken => "passthrough-user-token",
+        }
+    }
 }
 
 /// One usable entry of the file.
@@ -32,6 +67,8 @@ struct Entry {
 pub struct ClusterEntry {
     pub name: String,
     pub kubeconfig: PathBuf,
+    /// `None`: the flags decide.
+    pub identity: Option<Identity>,
     /// Where the entry is, for later error messages (a kubeconfig that fails to load).
     pub line: u64,
 }
@@ -114,9 +151,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             ));
             continue;
         };
+        let identity = match entry.value.identity {
+            None => None,
+            Some(id) => match Identity::parse(&id.value) {
+                Some(identity) => Some(identity),
+                None => {
+                    loaded.skipped.push(err(
+                        id.referenced.line(),
+                        format!("clusters[{i}].identity"),
+                        format!(
+                            "unknown identity {:?} (credentials, impersonate or passthrough-user-token)",
+                            id.value
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
         loaded.clusters.push(ClusterEntry {
             name: name.value,
             kubeconfig: PathBuf::from(kubeconfig.value),
+            identity,
             line: kubeconfig.referenced.line(),
         });
     }
@@ -133,6 +188,20 @@ mod tests {
 
     fn p() -> &'static Path {
         Path::new("clusters.yaml")
+    }
+
+    #[test]
+    fn identity_per_cluster() {
+        let text = "clusters:\n  - name: a\n    kubeconfig: a\n    identity: passthrough-user-token\n  - name: b\n    kubeconfig: b\n  - name: c\n    kubeconfig: c\n    identity: root\n";
+        let l = parse(p(), text).unwrap();
+        assert_eq!(l.clusters[0].identity, Some(Identity::PassthroughUserToken));
+        assert_eq!(l.clusters[1].identity, None);
+        assert_eq!(l.clusters.len(), 2);
+        let msg = l.skipped[0].to_string();
+        assert!(
+            msg.starts_with("clusters.yaml:9: clusters[2].identity: unknown identity \"root\""),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::{
-    ProxyBody, headers,
+    ProxyBody, headers, impersonation,
     inspect::{self, Verdict},
     limits,
     options::ProxyOptions,
@@ -30,12 +30,15 @@ use crate::{
         requester::{self, Requester, WritePlan},
         reviews::{self, SelfReview, UserView},
     },
-    cluster::{Cluster, Registry},
+    cluster::{Cluster, Registry, token_review::TokenReviewer},
+    config::clusters::Identity,
     metrics,
 };
 
 pub struct Proxy {
     pub authn: Arc<Authenticator>,
+    /// `--token-passthrough`: tokens the issuer does not vouch for are reviewed by the cluster.
+    pub reviewer: Option<TokenReviewer>,
     pub clusters: Arc<Registry>,
     pub recorder: Recorder,
     pub opts: ProxyOptions,
@@ -54,6 +57,28 @@ struct Forward {
     watch: bool,
     uri: http::Uri,
     checked: Option<Checked>,
+    carry: Carry,
+}
+
+/// Whose credentials the request carries upstream.
+enum Carry {
+    /// The proxy's, nothing about the user.
+    Proxy,
+    /// The proxy's, with `Impersonate-*` for the user (and the person behind a `kubectl --as`).
+    Impersonate { original: Option<Arc<User>> },
+    /// The user's own `Authorization` header and none of the proxy's; a `kubectl --as` goes on
+    /// as asked, for the cluster to check again.
+    UserToken {
+        authorization: HeaderValue,
+        asked: Option<impersonation::Requested>,
+    },
+}
+
+/// How the user was authenticated.
+struct Authenticated {
+    user: Arc<User>,
+    /// By the cluster's TokenReview (`--token-passthrough`): the token goes upstream as it is.
+    reviewed: bool,
 }
 
 /// Self-review bodies are small objects (a few hundred bytes from kubectl); anything bigger is
@@ -72,7 +97,7 @@ impl Proxy {
     /// The life of a request: authenticate, route, authorize, rewrite, forward.
     async fn serve(&self, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<ProxyBody>, Refusal> {
         // Before anything else, so an unauthenticated client learns nothing.
-        let user = self.authenticate(&req).await.ok_or(Refusal::Unauthenticated)?;
+        let Authenticated { user, reviewed } = self.authenticate(&req).await?;
         ctx.user = Some(user.clone());
         let route = route::parse(req.uri().path(), req.uri().query())
             .map_err(|e| Refusal::BadRequest(e.to_string()))?;
@@ -86,14 +111,38 @@ impl Proxy {
             return Err(Refusal::NotReady(cluster.name.clone()));
         }
         let snapshot = cluster.rbac.snapshot.load();
+        // `kubectl --as`: from here on the request is the target's.
+        let caller = user;
+        let asked = impersonation::requested(req.headers()).map_err(Refusal::BadRequest)?;
+        let user = match &asked {
+            None => caller.clone(),
+            Some(asked) => {
+                if let Some(denied) = asked.denied(&caller, &snapshot) {
+                    return Err(Refusal::Forbidden {
+                        user: caller.name.clone(),
+                        info: Box::new(denied),
+                    });
+                }
+                let target = Arc::new(asked.target());
+                ctx.impersonator = Some(caller.clone());
+                ctx.user = Some(target.clone());
+                target
+            }
+        };
         if let Some(review) = reviews::is_self_review(&info) {
             return self.self_review(req, review, &info, &user, &snapshot, ctx).await;
         }
         authorize(&user, &info, upgrade_rule, &snapshot)?;
-        let checked = self.plan_write(&req, &info, &user, snapshot)?;
-        // One user cannot take every seat the proxy's identity has in the cluster.
+        let carry = carry(&req, &cluster, reviewed, &caller, asked)?;
+        let checked = match carry {
+            // kube-apiserver makes its in-handler checks with the real identity itself.
+            Carry::Proxy => self.plan_write(&req, &info, &user, snapshot)?,
+            _ => None,
+        };
+        // One person cannot take every seat the proxy's identity has in the cluster (counted
+        // for the person, whoever they act as).
         let long = limits::is_long_running(&info, upgrade);
-        ctx.slot = (self.opts.limits.acquire(&user.name, long)).ok_or(Refusal::TooManyRequests)?;
+        ctx.slot = (self.opts.limits.acquire(&caller.name, long)).ok_or(Refusal::TooManyRequests)?;
         let uri = (cluster.upstream.uri_for(route.path, route.query))
             .map_err(|_| Refusal::BadRequest("invalid request path".into()))?;
         let watch = info.verb == "watch";
@@ -102,6 +151,7 @@ impl Proxy {
             watch,
             uri,
             checked,
+            carry,
         };
         self.forward(req, fwd, &cluster, &user, &info, ctx).await
     }
@@ -124,6 +174,7 @@ impl Proxy {
             request_id,
             started: Instant::now(),
             user: None,
+            impersonator: None,
             cluster: None,
             verb: metrics::Verb::from_method(req.method()),
             inflight: Some(self.recorder.metrics.inflight()),
@@ -131,20 +182,37 @@ impl Proxy {
         }
     }
 
-    async fn authenticate(&self, req: &Request<Incoming>) -> Option<Arc<User>> {
-        let token = headers::bearer_token(req.headers())?;
+    /// The issuer's token first; with `--token-passthrough`, the target cluster's TokenReview
+    /// for anything else. Every failure is the same bare 401.
+    async fn authenticate(&self, req: &Request<Incoming>) -> Result<Authenticated, Refusal> {
+        let token = headers::bearer_token(req.headers()).ok_or(Refusal::Unauthenticated)?;
         match self.authn.authenticate(&token).await {
-            Ok(user) => Some(user),
+            Ok(user) => {
+                return Ok(Authenticated {
+                    user,
+                    reviewed: false,
+                });
+            }
+            // The reason helps an operator; the token itself never reaches a log.
+            Err(e) => tracing::debug!(error = %e, "authentication failed"),
+        }
+        let reviewer = self.reviewer.as_ref().ok_or(Refusal::Unauthenticated)?;
+        let cluster = route::parse(req.uri().path(), req.uri().query())
+            .ok()
+            .and_then(|r| self.clusters.get(r.cluster))
+            .ok_or(Refusal::Unauthenticated)?;
+        match reviewer.review(&cluster, &token).await {
+            Ok(Some(user)) => Ok(Authenticated { user, reviewed: true }),
+            Ok(None) => Err(Refusal::Unauthenticated),
             Err(e) => {
-                // The reason helps an operator; the token itself never reaches a log.
-                tracing::debug!(error = %e, "authentication failed");
-                None
+                tracing::warn!(cluster = %cluster.name, error = %e, "token passthrough: cannot review the token");
+                Err(Refusal::Unauthenticated)
             }
         }
     }
 
-    /// The checks kube-apiserver makes inside its handlers with the requester's identity. With
-    /// --impersonate-upstream it makes them itself, for the real user.
+    /// The checks kube-apiserver makes inside its handlers with the requester's identity, for a
+    /// request that reaches it with the proxy's (with the user's, it makes them itself).
     fn plan_write(
         &self,
         req: &Request<Incoming>,
@@ -152,9 +220,6 @@ impl Proxy {
         user: &User,
         snapshot: arc_swap::Guard<Arc<Snapshot>>,
     ) -> Result<Option<Checked>, Refusal> {
-        if self.opts.impersonate {
-            return Ok(None);
-        }
         let content_type = req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
         let plan = requester::plan(info, content_type, requester_of(user), &snapshot).map_err(|refused| {
             Refusal::WriteRefused {
@@ -242,7 +307,7 @@ impl Proxy {
             (Either::Left(body), None, None)
         };
 
-        self.rewrite(&mut parts, fwd.uri, fwd.upgrade, user, ctx)?;
+        self.rewrite(&mut parts, fwd.uri, fwd.upgrade, user, &fwd.carry, ctx)?;
         if let (Some(checked), Some(whole)) = (&fwd.checked, whole) {
             let deadline = self.opts.body_timeout;
             let (plan, snapshot) = (&checked.plan, &checked.snapshot);
@@ -269,7 +334,11 @@ impl Proxy {
         }
 
         let up_req = Request::from_parts(parts, body);
-        let mut resp = (cluster.upstream.send(up_req).await).map_err(|error| Refusal::Upstream {
+        let sent = match fwd.carry {
+            Carry::UserToken { .. } => cluster.upstream.send_as_user(up_req).await,
+            _ => cluster.upstream.send(up_req).await,
+        };
+        let mut resp = sent.map_err(|error| Refusal::Upstream {
             cluster: cluster.name.clone(),
             error,
         })?;
@@ -293,6 +362,7 @@ impl Proxy {
         uri: http::Uri,
         upgrade: bool,
         user: &User,
+        carry: &Carry,
         ctx: &Ctx,
     ) -> Result<(), Refusal> {
         parts.uri = uri;
@@ -307,10 +377,23 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
             parts.headers.insert(HeaderName::from_static("audit-id"), id);
         }
-        if self.opts.impersonate {
-            let client_ip = self.opts.extra_user_header_client_ip.then(|| ctx.peer.ip());
-            headers::add_impersonation(&mut parts.headers, user, &self.opts.extra_user_headers, client_ip)
-                .map_err(|msg| Refusal::BadRequest(msg.into()))?;
+        let bad = |msg: &str| Refusal::BadRequest(msg.into());
+        match carry {
+            Carry::Proxy => {}
+            Carry::Impersonate { original } => {
+                let client_ip = self.opts.extra_user_header_client_ip.then(|| ctx.peer.ip());
+                let mut extra = self.opts.extra_user_headers.clone();
+                if let Some(original) = original {
+                    extra.extend(headers::original_user_extras(original));
+                }
+                headers::add_impersonation(&mut parts.headers, user, &extra, client_ip).map_err(bad)?;
+            }
+            Carry::UserToken { authorization, asked } => {
+                parts.headers.insert(header::AUTHORIZATION, authorization.clone());
+                if let Some(asked) = asked {
+                    headers::add_requested_impersonation(&mut parts.headers, asked).map_err(bad)?;
+                }
+            }
         }
         Ok(())
     }
@@ -331,12 +414,44 @@ impl Proxy {
     }
 }
 
-/// Refuses what the proxy does not serve: `kubectl --as`, methods kube-apiserver does not
-/// serve, upgrades to anything but WebSocket and SPDY/3.1. True when the request upgrades.
+/// Whose credentials go upstream: the user's own token when the cluster reviewed it or the
+/// cluster's mode says so, else the proxy's, impersonating the user when the mode says so.
+fn carry(
+    req: &Request<Incoming>,
+    cluster: &Cluster,
+    reviewed: bool,
+    caller: &Arc<User>,
+    asked: Option<impersonation::Requested>,
+) -> Result<Carry, Refusal> {
+    let impersonated = asked.is_some();
+    Ok(match cluster.identity {
+        _ if reviewed => Carry::UserToken {
+            authorization: user_authorization(req)?,
+            asked,
+        },
+        Identity::PassthroughUserToken => Carry::UserToken {
+            authorization: user_authorization(req)?,
+            asked,
+        },
+        Identity::Impersonate => Carry::Impersonate {
+            original: impersonated.then(|| caller.clone()),
+        },
+        Identity::Credentials => Carry::Proxy,
+    })
+}
+
+/// The client's bearer token as an `Authorization` value (also when it came in a WebSocket
+/// subprotocol), marked sensitive.
+fn user_authorization(req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
+    let token = headers::bearer_token(req.headers()).ok_or(Refusal::Unauthenticated)?;
+    let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Refusal::Unauthenticated)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Refuses what the proxy does not serve: methods kube-apiserver does not serve, upgrades to
+/// anything but WebSocket and SPDY/3.1. True when the request upgrades.
 fn protocol(req: &Request<Incoming>) -> Result<bool, Refusal> {
-    if headers::has_impersonation(req.headers()) {
-        return Err(Refusal::ImpersonationRefused);
-    }
     if !headers::method_allowed(req.method()) {
         return Err(Refusal::MethodNotAllowed(req.method().to_string()));
     }

@@ -165,11 +165,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// True when the client tries to impersonate someone (`kubectl --as`).
-pub fn has_impersonation(headers: &HeaderMap) -> bool {
-    headers.keys().any(is_impersonation)
-}
-
+/// `Impersonate-*`: a client's are read by [`super::impersonation`] and never sent on as they
+/// came; the proxy writes its own after cleaning.
 fn is_impersonation(name: &HeaderName) -> bool {
     name.as_str().starts_with("impersonate-")
 }
@@ -362,6 +359,51 @@ pub fn add_impersonation(
     Ok(())
 }
 
+/// Extra keys that name the person behind a `kubectl --as` when the proxy impersonates the
+/// target upstream: the cluster's audit log shows both.
+pub const ORIGINAL_USERNAME: &str = "authentication.kubernetes.io/original-username";
+pub const ORIGINAL_UID: &str = "authentication.kubernetes.io/original-uid";
+pub const ORIGINAL_GROUPS: &str = "authentication.kubernetes.io/original-groups";
+
+/// The extras (key, value) that carry `original` upstream.
+pub fn original_user_extras(original: &crate::authn::User) -> Vec<(String, String)> {
+    let mut out = vec![(ORIGINAL_USERNAME.to_string(), original.name.clone())];
+    if !original.uid.is_empty() {
+        out.push((ORIGINAL_UID.to_string(), original.uid.clone()));
+    }
+    out.extend(
+        original
+            .token_groups()
+            .map(|g| (ORIGINAL_GROUPS.to_string(), g.to_string())),
+    );
+    out
+}
+
+/// A client's `kubectl --as` exactly as it asked, for a cluster that checks it again with the
+/// user's own token.
+pub fn add_requested_impersonation(
+    h: &mut HeaderMap,
+    asked: &super::impersonation::Requested,
+) -> Result<(), &'static str> {
+    const BAD: &str = "impersonation headers cannot be sent on";
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| BAD);
+    h.insert(HeaderName::from_static("impersonate-user"), value(&asked.user)?);
+    for g in &asked.groups {
+        h.append(HeaderName::from_static("impersonate-group"), value(g)?);
+    }
+    if let Some(uid) = &asked.uid {
+        h.insert(HeaderName::from_static("impersonate-uid"), value(uid)?);
+    }
+    for (k, vs) in &asked.extra {
+        let name = format!("impersonate-extra-{}", utf8_percent_encode(k, EXTRA_KEY));
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| BAD)?;
+        for v in vs {
+            h.append(name.clone(), value(v)?);
+        }
+    }
+    Ok(())
+}
+
 /// Impersonate-Extra-* keys are percent-encoded as kube-apiserver decodes them.
 const EXTRA_KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -422,9 +464,9 @@ mod tests {
             ),
             ("accept", "application/json"),
         ]);
-        assert!(has_impersonation(&h));
+        assert!(h.keys().any(is_impersonation));
         clean_request(&mut h, false, &IdentityHeaders::default());
-        assert!(!has_impersonation(&h));
+        assert!(!h.keys().any(is_impersonation));
         assert!(h.get("authorization").is_none());
         assert!(h.get("host").is_none());
         assert_eq!(h.get("sec-websocket-protocol").unwrap(), "v5.channel.k8s.io");

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod handler;
 pub mod headers;
+pub mod impersonation;
 pub mod inspect;
 pub mod limits;
 pub mod options;

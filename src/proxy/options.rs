@@ -15,8 +15,6 @@ pub const MAX_CHECKED_WRITES_PER_USER: u32 = 2;
 #[derive(Clone)]
 pub struct ProxyOptions {
     pub trusted_proxies: TrustedProxies,
-    /// Send Impersonate-* for the authenticated user (`--impersonate-upstream`).
-    pub impersonate: bool,
     pub extra_user_headers: Vec<(String, String)>,
     pub extra_user_header_client_ip: bool,
     /// Largest JSON body copied into an audit event.
@@ -38,7 +36,6 @@ impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
             trusted_proxies: TrustedProxies::default(),
-            impersonate: false,
             extra_user_headers: Vec::new(),
             extra_user_header_client_ip: false,
             audit_max_body: 0,

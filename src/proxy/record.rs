@@ -35,8 +35,10 @@ pub struct Ctx {
     pub forwarded_for: Option<HeaderValue>,
     pub request_id: String,
     pub started: Instant,
-    /// Set once authentication succeeded.
+    /// Set once authentication succeeded; the impersonation target once one is allowed.
     pub user: Option<Arc<User>>,
+    /// The authenticated person when they act as `user` (`kubectl --as`).
+    pub impersonator: Option<Arc<User>>,
     /// Set once routing found the cluster (metrics never label an unknown name).
     pub cluster: Option<ClusterLabel>,
     /// The method's verb until the request is parsed, then the Kubernetes verb.
@@ -198,6 +200,9 @@ impl Recorder {
             return;
         }
         let mut event = AuditEvent::new(cluster.as_str(), user, info, decision, &ctx.request_id);
+        if let Some(original) = &ctx.impersonator {
+            event = event.impersonated_by(original);
+        }
         if let Some(b) = body {
             event = event.with_body(b);
         }

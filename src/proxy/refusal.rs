@@ -26,8 +26,6 @@ pub enum Refusal {
     /// A request the proxy will not parse or serve as it is.
     BadRequest(String),
     UnknownCluster(String),
-    /// Client `Impersonate-*` headers (`kubectl --as`).
-    ImpersonationRefused,
     MethodNotAllowed(String),
     /// The cluster's RBAC is not loaded yet.
     NotReady(Arc<str>),
@@ -60,9 +58,7 @@ impl Refusal {
     pub fn decision(&self) -> Decision {
         match self {
             Refusal::Unauthenticated => Decision::Unauthenticated,
-            Refusal::ImpersonationRefused | Refusal::Forbidden { .. } | Refusal::WriteRefused { .. } => {
-                Decision::Deny
-            }
+            Refusal::Forbidden { .. } | Refusal::WriteRefused { .. } => Decision::Deny,
             _ => Decision::Error,
         }
     }
@@ -81,11 +77,6 @@ impl Refusal {
             Refusal::Unauthenticated => status::unauthorized(),
             Refusal::BadRequest(msg) => status(StatusCode::BAD_REQUEST, "BadRequest", &msg),
             Refusal::UnknownCluster(name) => status::unknown_cluster(&name),
-            Refusal::ImpersonationRefused => status(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "impersonation (kubectl --as) is not supported through this proxy",
-            ),
             Refusal::MethodNotAllowed(method) => status(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
@@ -196,7 +187,6 @@ mod tests {
             (Refusal::Unauthenticated, 401, "Unauthorized", Decision::Unauthenticated),
             (Refusal::BadRequest("x".into()), 400, "BadRequest", Decision::Error),
             (Refusal::UnknownCluster("nope".into()), 404, "NotFound", Decision::Error),
-            (Refusal::ImpersonationRefused, 403, "Forbidden", Decision::Deny),
             (Refusal::MethodNotAllowed("TRACE".into()), 405, "MethodNotAllowed", Decision::Error),
             (Refusal::NotReady(cluster.clone()), 503, "ServiceUnavailable", Decision::Error),
             (Refusal::Forbidden { user: "ann".into(), info: Box::new(info.clone()) }, 403, "Forbidden", Decision::Deny),

@@ -72,6 +72,7 @@ impl ApiBuilder {
             watches: Mutex::new(Vec::new()),
             upgrades: Arc::new(AtomicUsize::new(0)),
             store: Store::default(),
+            tokens: Mutex::new(std::collections::HashMap::new()),
         });
         let state = shared.clone();
         let listener = bind_local().await;
@@ -195,6 +196,25 @@ impl FakeApi {
         self.shared.upgrades.load(Ordering::SeqCst)
     }
 
+    /// Makes its TokenReview authenticate `token` as `username` with `groups` (plus
+    /// system:authenticated, as kube-apiserver reports).
+    pub fn accept_token(&self, token: &str, username: &str, groups: &[&str]) {
+        let mut groups: Vec<&str> = groups.to_vec();
+        groups.push("system:authenticated");
+        lock(&self.shared.tokens).insert(
+            token.to_string(),
+            json!({"username": username, "uid": format!("uid-{username}"), "groups": groups}),
+        );
+    }
+
+    /// TokenReviews received so far.
+    pub fn token_reviews(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.uri.ends_with("/apis/authentication.k8s.io/v1/tokenreviews"))
+            .count()
+    }
+
     /// The namespaces and RBAC objects this server lists and watches.
     pub fn store(&self) -> &Store {
         &self.shared.store
@@ -223,7 +243,12 @@ struct ApiShared {
     watches: Mutex<Vec<mpsc::UnboundedSender<Bytes>>>,
     upgrades: Arc<AtomicUsize>,
     store: Store,
+    /// Tokens its TokenReview authenticates, with the user it reports.
+    tokens: Mutex<std::collections::HashMap<String, Value>>,
 }
+
+/// A token the fake's TokenReview answers 500 for (a review error, never cached).
+pub const REVIEW_FAILS: &str = "review-fails";
 
 /// Lock, ignoring poison: one failed test must not cascade into the others.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -277,6 +302,9 @@ impl ApiShared {
         }
         if let Some(resp) = self.store.handle(&req.method, path, query) {
             return resp;
+        }
+        if req.method == "POST" && path.ends_with("/apis/authentication.k8s.io/v1/tokenreviews") {
+            return self.token_review(req);
         }
         let watch = query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1");
         if watch {
@@ -361,6 +389,26 @@ impl ApiShared {
 /// A dry run answered as kube-apiserver would for an object that is the request body (enough for
 /// the proxy's checks; patch semantics are the real ring's business): 201 for a create, and for
 /// PUT or PATCH 201 when the object "does not exist yet" (its name starts with `new`), else 200.
+impl ApiShared {
+    fn token_review(&self, req: &Recorded) -> Response<Body> {
+        let review: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let token = review["spec"]["token"].as_str().unwrap_or("");
+        if token == REVIEW_FAILS {
+            return status_json(500, "InternalError");
+        }
+        let status = match lock(&self.tokens).get(token) {
+            Some(user) => {
+                json!({"authenticated": true, "user": user, "audiences": review["spec"]["audiences"]})
+            }
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        json(
+            201,
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}),
+        )
+    }
+}
+
 fn dry_run_echo(req: &Recorded, path: &str) -> Response<Body> {
     let mut object: Value = serde_json::from_slice(&req.body).unwrap_or_else(|_| json!({}));
     let last = path.rsplit('/').next().unwrap_or("");

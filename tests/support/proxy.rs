@@ -43,6 +43,8 @@ pub struct ProxyBuilder {
     client_id: String,
     clusters: Vec<(String, String, String, Cred)>,
     raw_clusters: Vec<(String, String)>,
+    /// `identity:` of a cluster entry.
+    identities: Vec<(String, String)>,
     args: Vec<String>,
     wait_ready: bool,
 }
@@ -54,6 +56,7 @@ pub fn proxy(issuer: &Issuer) -> ProxyBuilder {
         client_id: issuer.client_id(),
         clusters: Vec::new(),
         raw_clusters: Vec::new(),
+        identities: Vec::new(),
         args: Vec::new(),
         wait_ready: true,
     }
@@ -69,6 +72,12 @@ impl ProxyBuilder {
             api.ca_pem(),
             cred,
         ));
+        self
+    }
+
+    /// Sets the `identity:` of cluster `name`'s entry.
+    pub fn identity(mut self, name: &str, identity: &str) -> Self {
+        self.identities.push((name.into(), identity.into()));
         self
     }
 
@@ -104,6 +113,9 @@ impl ProxyBuilder {
             let kc = kubeconfig(server, ca_pem, cred);
             let path = dir.write(&format!("{name}.kubeconfig"), &kc);
             clusters_yaml.push_str(&format!("  - name: {name}\n    kubeconfig: {}\n", path.display()));
+            if let Some((_, id)) = self.identities.iter().find(|(n, _)| n == name) {
+                clusters_yaml.push_str(&format!("    identity: {id}\n"));
+            }
         }
         for (name, text) in &self.raw_clusters {
             let path = dir.write(&format!("{name}.kubeconfig"), text);

@@ -79,6 +79,17 @@ pub struct AuditEvent {
     /// `credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body_omitted: Option<String>,
+    /// Who asked, when they acted as the user above (`kubectl --as`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonated_by: Option<Impersonator>,
+}
+
+/// The person behind an impersonated request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Impersonator {
+    pub email: String,
+    pub uid: String,
+    pub groups: Vec<String>,
 }
 
 impl AuditEvent {
@@ -115,7 +126,18 @@ impl AuditEvent {
             request_id: request_id.to_string(),
             timestamp: rfc3339_now(),
             request_body_omitted: None,
+            impersonated_by: None,
         }
+    }
+
+    /// Records the person who acted as the event's user.
+    pub fn impersonated_by(mut self, original: &User) -> Self {
+        self.impersonated_by = Some(Impersonator {
+            email: original.name.clone(),
+            uid: original.uid.clone(),
+            groups: original.token_groups().map(str::to_string).collect(),
+        });
+        self
     }
 
     /// Sets the body from what [`request_body_field`] (or [`omitted_body`]) returned.

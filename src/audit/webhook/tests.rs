@@ -39,6 +39,7 @@ fn event(n: usize) -> AuditEvent {
         request_id: format!("req-{n}"),
         timestamp: "2025-01-02T10:11:12Z".into(),
         request_body_omitted: None,
+        impersonated_by: None,
     }
 }
 

@@ -1,0 +1,273 @@
+//! `--token-passthrough`: a bearer token that is not a valid token of the OIDC issuer (a
+//! ServiceAccount token, a token of an issuer only the cluster trusts) is reviewed by the target
+//! cluster (`TokenReview`, with the proxy's credentials there). An authenticated token's user is
+//! then authorized by the proxy's RBAC like anyone else, and the request goes upstream with the
+//! token unchanged and none of the proxy's credentials.
+//!
+//! Answers are cached briefly per cluster and token (by SHA-256 digest: the cache never holds a
+//! token): allowed for `ALLOW_TTL`, refused for `DENY_TTL`; errors are never cached. One review
+//! per cluster and token is in flight at a time; concurrent requests wait for its answer. The
+//! cache is bounded.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use super::Cluster;
+use crate::authn::{TokenCache, User};
+
+/// How long an authenticated answer is reused.
+pub const ALLOW_TTL: Duration = Duration::from_secs(10);
+/// How long a refusal is reused (short: a token may become valid, and a flood of bad tokens
+/// must not turn into a flood of reviews).
+pub const DENY_TTL: Duration = Duration::from_secs(2);
+/// Reviews that take longer fail (and are not cached).
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest TokenReview answer read.
+const MAX_ANSWER: usize = 256 << 10;
+
+type Key = (Arc<str>, [u8; 32]);
+
+#[derive(Clone)]
+enum Reviewed {
+    Allowed(Arc<User>),
+    Denied,
+}
+
+struct Slot {
+    cell: Arc<OnceCell<(Reviewed, Instant)>>,
+}
+
+/// Why a review could not be made (never cached; the client gets 401, the log the reason).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("TokenReview failed: {0}")]
+    Upstream(String),
+    #[error("TokenReview answered {0}")]
+    Status(u16),
+    #[error("TokenReview answer unreadable: {0}")]
+    Unreadable(String),
+    #[error("TokenReview timed out")]
+    Timeout,
+}
+
+pub struct TokenReviewer {
+    audiences: Vec<String>,
+    capacity: usize,
+    slots: Mutex<HashMap<Key, Slot>>,
+    /// Reviews actually sent, for tests and metrics.
+    pub sent: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    status: AnswerStatus,
+}
+
+#[derive(Deserialize, Default)]
+struct AnswerStatus {
+    #[serde(default)]
+    authenticated: bool,
+    #[serde(default)]
+    user: AnswerUser,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Deserialize, Default)]
+struct AnswerUser {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl TokenReviewer {
+    pub fn new(audiences: Vec<String>, capacity: usize) -> Self {
+        TokenReviewer {
+            audiences,
+            capacity: capacity.max(1),
+            slots: Mutex::new(HashMap::new()),
+            sent: Default::default(),
+        }
+    }
+
+    /// The cluster's verdict on `token`: `Ok(Some(user))` authenticated, `Ok(None)` not.
+    pub async fn review(&self, cluster: &Cluster, token: &str) -> Result<Option<Arc<User>>, ReviewError> {
+        let key: Key = (cluster.name.clone(), TokenCache::key(token));
+        let cell = self.slot(&key);
+        let (reviewed, _) = cell
+            .get_or_try_init(|| async {
+                let r = tokio::time::timeout(REVIEW_TIMEOUT, self.ask(cluster, token))
+                    .await
+                    .map_err(|_| ReviewError::Timeout)??;
+                Ok::<_, ReviewError>((r, Instant::now()))
+            })
+            .await?;
+        Ok(match reviewed {
+            Reviewed::Allowed(user) => Some(user.clone()),
+            Reviewed::Denied => None,
+        })
+    }
+
+    /// The cell for `key`: the cached one while fresh, else a new one.
+    fn slot(&self, key: &Key) -> Arc<OnceCell<(Reviewed, Instant)>> {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |s: &Slot| match s.cell.get() {
+            None => true, // in flight
+            Some((Reviewed::Allowed(_), at)) => now.duration_since(*at) < ALLOW_TTL,
+            Some((Reviewed::Denied, at)) => now.duration_since(*at) < DENY_TTL,
+        };
+        if let Some(s) = slots.get(key).filter(|s| fresh(s)) {
+            return s.cell.clone();
+        }
+        if slots.len() >= self.capacity {
+            slots.retain(|_, s| fresh(s));
+            if slots.len() >= self.capacity {
+                // Still full of fresh answers: drop the finished ones, keep those in flight.
+                slots.retain(|_, s| s.cell.get().is_none());
+            }
+        }
+        let cell = Arc::new(OnceCell::new());
+        slots.insert(key.clone(), Slot { cell: cell.clone() });
+        cell
+    }
+
+    async fn ask(&self, cluster: &Cluster, token: &str) -> Result<Reviewed, ReviewError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": self.audiences},
+        });
+        let uri = cluster
+            .upstream
+            .uri_for("/apis/authentication.k8s.io/v1/tokenreviews", None)
+            .map_err(|e| ReviewError::Upstream(e.to_string()))?;
+        let req = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json")
+            .body(Either::Right(Full::new(Bytes::from(body.to_string()))))
+            .map_err(|e| ReviewError::Upstream(e.to_string()))?;
+        let resp = cluster
+            .upstream
+            .send(req)
+            .await
+            .map_err(|e| ReviewError::Upstream(e.to_string()))?;
+        let code = resp.status().as_u16();
+        if code != 200 && code != 201 {
+            return Err(ReviewError::Status(code));
+        }
+        let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| ReviewError::Unreadable(e.to_string()))?
+            .to_bytes();
+        let answer: Answer =
+            serde_json::from_slice(&bytes).map_err(|e| ReviewError::Unreadable(e.to_string()))?;
+        Ok(self.verdict(answer.status))
+    }
+
+    fn verdict(&self, status: AnswerStatus) -> Reviewed {
+        if !status.authenticated || status.user.username.is_empty() {
+            if !status.error.is_empty() {
+                tracing::debug!(error = %status.error, "TokenReview refused the token");
+            }
+            return Reviewed::Denied;
+        }
+        // Asked for audiences: the token must be valid for at least one of them (the Go proxy
+        // never checked).
+        if !self.audiences.is_empty() && !status.audiences.iter().any(|a| self.audiences.contains(a)) {
+            tracing::debug!("TokenReview authenticated the token for other audiences");
+            return Reviewed::Denied;
+        }
+        let mut groups = status.user.groups;
+        if !groups
+            .iter()
+            .any(|g| g == crate::authn::user::SYSTEM_AUTHENTICATED)
+        {
+            groups.push(crate::authn::user::SYSTEM_AUTHENTICATED.to_string());
+        }
+        Reviewed::Allowed(Arc::new(User {
+            name: status.user.username,
+            uid: status.user.uid,
+            groups,
+            extra: status.user.extra,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(v: serde_json::Value) -> AnswerStatus {
+        serde_json::from_value::<Answer>(serde_json::json!({"status": v}))
+            .unwrap()
+            .status
+    }
+
+    #[test]
+    fn verdicts() {
+        let r = TokenReviewer::new(vec![], 10);
+        let ok = status(serde_json::json!({"authenticated": true,
+            "user": {"username": "system:serviceaccount:ci:robot", "uid": "u1",
+                     "groups": ["system:serviceaccounts", "system:serviceaccounts:ci", "system:authenticated"]}}));
+        match r.verdict(ok) {
+            Reviewed::Allowed(u) => {
+                assert_eq!(u.name, "system:serviceaccount:ci:robot");
+                assert_eq!(
+                    u.groups.iter().filter(|g| *g == "system:authenticated").count(),
+                    1
+                );
+            }
+            Reviewed::Denied => panic!("authenticated"),
+        }
+        assert!(matches!(
+            r.verdict(status(
+                serde_json::json!({"authenticated": false, "error": "expired"})
+            )),
+            Reviewed::Denied
+        ));
+        assert!(matches!(
+            r.verdict(status(serde_json::json!({"authenticated": true, "user": {}}))),
+            Reviewed::Denied
+        ));
+        let aud = TokenReviewer::new(vec!["kop".into()], 10);
+        let other = status(
+            serde_json::json!({"authenticated": true, "audiences": ["api"], "user": {"username": "x"}}),
+        );
+        assert!(matches!(aud.verdict(other), Reviewed::Denied), "wrong audience");
+        let right = status(
+            serde_json::json!({"authenticated": true, "audiences": ["kop"], "user": {"username": "x"}}),
+        );
+        assert!(matches!(aud.verdict(right), Reviewed::Allowed(_)));
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let r = TokenReviewer::new(vec![], 3);
+        let name: Arc<str> = Arc::from("c");
+        for i in 0..10u8 {
+            let cell = r.slot(&(name.clone(), [i; 32]));
+            let _ = cell.set((Reviewed::Denied, Instant::now()));
+        }
+        assert!(r.slots.lock().unwrap().len() <= 3);
+    }
+}
