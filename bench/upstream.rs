@@ -165,6 +165,9 @@ async fn handle(canned: Arc<Canned>, mut req: Request<Incoming>) -> Response<Bod
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return r;
     }
+    if path == "/apis/authentication.k8s.io/v1/tokenreviews" && req.method() == http::Method::POST {
+        return token_review(req).await;
+    }
     if let Some((_, body)) = canned.empty_lists.iter().find(|(p, _)| *p == path) {
         return json_response(body.clone());
     }
@@ -179,6 +182,30 @@ async fn handle(canned: Arc<Canned>, mut req: Request<Incoming>) -> Response<Bod
         let _ = req.into_body().collect().await;
     }
     json_response(canned.small.clone())
+}
+
+/// A TokenReview, as `--token-passthrough` sends it: tokens `sa-<n>` are the service account
+/// `bench:<n>` in group `bench:devops` (the built-in devops role of cluster `bench`), anything
+/// else is refused.
+async fn token_review(req: Request<Incoming>) -> Response<Body> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let token = review["spec"]["token"].as_str().unwrap_or("");
+    let status = match token.strip_prefix("sa-") {
+        Some(n) => serde_json::json!({"authenticated": true, "user": {
+            "username": format!("system:serviceaccount:bench:{n}"),
+            "groups": ["bench:devops", "system:serviceaccounts", "system:authenticated"]}}),
+        None => serde_json::json!({"authenticated": false}),
+    };
+    let answer = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status});
+    let mut r = json_response(Bytes::from(answer.to_string()));
+    *r.status_mut() = StatusCode::CREATED;
+    r
 }
 
 fn main() {

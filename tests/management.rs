@@ -397,6 +397,35 @@ async fn an_unreachable_management_cluster_never_holds_start_up_back() {
     assert_eq!(m["secret"], "kube-oidc-proxy/kube-oidc-proxy-kubeconfigs");
 }
 
+#[tokio::test]
+async fn a_secret_annotation_chooses_the_clusters_identity() {
+    let r = ring(&[], &[]).await;
+    r.p.wait_ready().await;
+    let mut secret = kubeconfigs_secret(SECRET, &[("edge", &kc(&r.a)), ("odd", &kc(&r.b))]);
+    secret["metadata"]["annotations"] = json!({
+        "identity.kube-oidc-proxy.io/edge": "passthrough-user-token",
+        "identity.kube-oidc-proxy.io/odd": "root",
+    });
+    r.mgmt.store().put("secrets", secret);
+    r.wait_served_by("edge", Ok("a")).await;
+    let t = r.iss.token().sub("ann").groups(&["edge:devops"]).sign();
+    r.p.get("/edge/api/v1/namespaces/dev/configmaps", Some(&t)).await;
+    assert_eq!(
+        r.a.last().header("authorization"),
+        Some(format!("Bearer {t}").as_str())
+    );
+    assert_eq!(r.status_of("edge").await["identity"], "passthrough-user-token");
+    let odd = r.status_of("odd").await;
+    assert_eq!(odd["serving"], false, "{odd}");
+    assert!(
+        odd["lastError"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown identity \"root\""),
+        "{odd}"
+    );
+}
+
 /// Open file descriptors of this process.
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)

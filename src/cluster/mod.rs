@@ -90,7 +90,25 @@ pub struct Registry {
 #[derive(Default)]
 struct Sources {
     file: BTreeMap<String, FileEntry>,
-    secret: BTreeMap<String, Vec<u8>>,
+    secret: BTreeMap<String, SecretEntry>,
+}
+
+/// One key of the kubeconfigs Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEntry {
+    pub kubeconfig: Vec<u8>,
+    /// The `identity.kube-oidc-proxy.io/<key>` annotation, unparsed; `None`: the flags decide.
+    pub identity: Option<String>,
+}
+
+impl SecretEntry {
+    /// An entry without an identity annotation.
+    pub fn kubeconfig(bytes: impl Into<Vec<u8>>) -> Self {
+        SecretEntry {
+            kubeconfig: bytes.into(),
+            identity: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -296,7 +314,7 @@ impl Registry {
     }
 
     /// Makes the Secret's clusters what `data` says (key: cluster name, value: kubeconfig).
-    pub async fn sync_secret(&self, data: BTreeMap<String, Vec<u8>>) {
+    pub async fn sync_secret(&self, data: BTreeMap<String, SecretEntry>) {
         let mut sources = self.sync.lock().await;
         sources.secret = data;
         self.apply(&sources).await;
@@ -369,7 +387,7 @@ impl Registry {
             }
         }
         // The Secret's entries.
-        for (name, kubeconfig) in &sources.secret {
+        for (name, entry) in &sources.secret {
             if sources.file.contains_key(name) {
                 let message = format!(
                     "cluster {name:?} in the kubeconfigs Secret is also in the clusters file; the file's entry is served"
@@ -385,29 +403,33 @@ impl Registry {
                 self.note(name, Source::Secret, Some("not a valid cluster name".into()));
                 continue;
             }
-            let print = fingerprint(kubeconfig);
+            let identity = match entry.identity.as_deref().map(|v| (v, Identity::parse(v))) {
+                None => Ok(self.default_identity),
+                Some((_, Some(identity))) => Ok(identity),
+                Some((v, None)) => Err(format!(
+                    "annotation {}{name}: unknown identity {v:?} (credentials, impersonate or passthrough-user-token)",
+                    crate::management::IDENTITY_ANNOTATION_PREFIX
+                )),
+            };
+            let print = fingerprint(&entry.kubeconfig) ^ identity.as_ref().map_or(0, |i| *i as u64 + 1);
             if let Some(c) = self.get(name)
                 && c.source == Source::Secret
                 && c.fingerprint == print
             {
                 continue;
             }
-            let built = match crate::management::secret::kubeconfig(kubeconfig) {
-                Ok(k) => Upstream::from_kubeconfig(k, self.opts)
+            let built = match (identity, crate::management::secret::kubeconfig(&entry.kubeconfig)) {
+                (Ok(identity), Ok(k)) => Upstream::from_kubeconfig(k, self.opts)
                     .await
+                    .map(|(u, c)| (identity, u, c))
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             };
             match built {
-                Ok((upstream, client)) => {
-                    tracing::info!(cluster = %name, source = "secret", server = %upstream.server, "added cluster");
-                    self.upsert(
-                        name,
-                        (Source::Secret, self.default_identity),
-                        print,
-                        upstream,
-                        client,
-                    );
+                Ok((identity, upstream, client)) => {
+                    tracing::info!(cluster = %name, source = "secret", server = %upstream.server,
+                        identity = identity.as_str(), "added cluster");
+                    self.upsert(name, (Source::Secret, identity), print, upstream, client);
                 }
                 Err(e) => {
                     let serving = self.get(name).is_some();

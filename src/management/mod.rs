@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
-    Registry,
+    Registry, SecretEntry,
     upstream::error_chain,
     watch_cache::{self, Event, KindCache},
 };
@@ -189,11 +189,31 @@ impl Management {
     }
 }
 
-fn secret_data(s: &Secret) -> Option<BTreeMap<String, Vec<u8>>> {
+/// The annotation that chooses the identity mode of one Secret key's cluster:
+/// `identity.kube-oidc-proxy.io/<key>: credentials | impersonate | passthrough-user-token`.
+pub const IDENTITY_ANNOTATION_PREFIX: &str = "identity.kube-oidc-proxy.io/";
+
+fn secret_data(s: &Secret) -> Option<BTreeMap<String, SecretEntry>> {
+    let annotations = s.metadata.annotations.clone().unwrap_or_default();
     Some(
         s.data
             .as_ref()
-            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
+            .map(|d| {
+                d.iter()
+                    .map(|(k, v)| {
+                        let identity = annotations
+                            .get(&format!("{IDENTITY_ANNOTATION_PREFIX}{k}"))
+                            .cloned();
+                        (
+                            k.clone(),
+                            SecretEntry {
+                                kubeconfig: v.0.clone(),
+                                identity,
+                            },
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
     )
 }
@@ -211,7 +231,7 @@ async fn watch_secret(
     let api: Api<Secret> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = Box::pin(watch_cache::watch(api, config, secret_data));
-    let mut cache: KindCache<BTreeMap<String, Vec<u8>>> = KindCache::default();
+    let mut cache: KindCache<BTreeMap<String, SecretEntry>> = KindCache::default();
     let mut failing = false;
     loop {
         let event = tokio::select! {

@@ -195,6 +195,7 @@ pub fn cluster_status(
                     "name": name,
                     "source": cluster.map(|c| c.source).or(change.map(|c| c.source)),
                     "serving": cluster.is_some(),
+                    "identity": cluster.map(|c| c.identity.as_str()),
                     "server": cluster.map(|c| c.upstream.server.clone()),
                     "connected": cluster.is_some_and(|c| c.rbac.is_ready() && rbac_error.is_none()),
                     "rbacSynced": cluster.is_some_and(|c| c.rbac.is_ready()),

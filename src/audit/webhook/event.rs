@@ -1,5 +1,6 @@
 //! The event body. Field names are the Go proxy's (`audit.Log`), so receivers built for it keep
-//! working; `decision`, `request_id`, `timestamp` and `request_body_omitted` are additions that
+//! working; `decision`, `request_id`, `timestamp`, `request_body_omitted` and `impersonated_by`
+//! are additions that
 //! old receivers can ignore.
 
 use std::collections::BTreeMap;
