@@ -245,7 +245,8 @@ async fn start_clusters(
     let (policy_tx, policy_rx) = watch::channel(Arc::new(CapiPolicy::default()));
     let registry = Arc::new(
         Registry::new(role_file, policy_rx, upstream_opts, background.clone())
-            .with_default_identity(default_identity(args)),
+            .with_default_identity(default_identity(args))
+            .with_secret_user_tokens(args.allow_user_tokens_to_secret_clusters),
     );
     if let Some(path) = &args.clusters_config {
         let loaded = clusters::load(path)?;

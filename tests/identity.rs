@@ -335,6 +335,16 @@ async fn token_passthrough_reviews_with_the_cluster_and_caches_briefly() {
     }
     assert_eq!(api.token_reviews() - before, 2);
 
+    // The issuer's own tokens are never shown to a cluster, even when the issuer refuses them
+    // (expired, another audience): 401 without a review.
+    let before = api.token_reviews();
+    let expired = iss.token().sub("ann").exp_in(-3600).sign();
+    let wrong_audience = iss.token().sub("ann").aud("someone-else").sign();
+    for t in [&expired, &wrong_audience] {
+        assert_eq!(get(&p, &path, t, &[]).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(api.token_reviews(), before, "no review of the issuer's tokens");
+
     // A refusal is cached briefly, then asked again.
     let before = api.token_reviews();
     get(&p, &path, "late-token", &[]).await;

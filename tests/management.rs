@@ -399,14 +399,38 @@ async fn an_unreachable_management_cluster_never_holds_start_up_back() {
 
 #[tokio::test]
 async fn a_secret_annotation_chooses_the_clusters_identity() {
+    let annotated = |r: &Ring| {
+        let mut secret = kubeconfigs_secret(SECRET, &[("edge", &kc(&r.a)), ("odd", &kc(&r.b))]);
+        secret["metadata"]["annotations"] = json!({
+            "identity.kube-oidc-proxy.io/edge": "passthrough-user-token",
+            "identity.kube-oidc-proxy.io/odd": "root",
+        });
+        secret
+    };
+    // Whoever writes the Secret chooses the server: users' tokens go there only when allowed.
     let r = ring(&[], &[]).await;
     r.p.wait_ready().await;
-    let mut secret = kubeconfigs_secret(SECRET, &[("edge", &kc(&r.a)), ("odd", &kc(&r.b))]);
-    secret["metadata"]["annotations"] = json!({
-        "identity.kube-oidc-proxy.io/edge": "passthrough-user-token",
-        "identity.kube-oidc-proxy.io/odd": "root",
-    });
-    r.mgmt.store().put("secrets", secret);
+    r.mgmt.store().put("secrets", annotated(&r));
+    let mut edge = Value::Null;
+    for _ in 0..100 {
+        edge = r.status_of("edge").await;
+        if edge["lastError"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(edge["serving"], false, "{edge}");
+    assert!(
+        edge["lastError"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--allow-user-tokens-to-secret-clusters"),
+        "{edge}"
+    );
+
+    let r = ring(&[], &["--allow-user-tokens-to-secret-clusters"]).await;
+    r.p.wait_ready().await;
+    r.mgmt.store().put("secrets", annotated(&r));
     r.wait_served_by("edge", Ok("a")).await;
     let t = r.iss.token().sub("ann").groups(&["edge:devops"]).sign();
     r.p.get("/edge/api/v1/namespaces/dev/configmaps", Some(&t)).await;
@@ -423,6 +447,29 @@ async fn a_secret_annotation_chooses_the_clusters_identity() {
             .unwrap_or("")
             .contains("unknown identity \"root\""),
         "{odd}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_file_entry_takes_the_name_from_the_secret() {
+    let r = ring(&[], &["--config-reload-interval=100ms"]).await;
+    r.p.wait_ready().await;
+    r.put_secret(&[("prod", &kc(&r.b))]);
+    r.wait_served_by("prod", Ok("b")).await;
+    // The file claims prod with a kubeconfig that cannot be read: the file wins, so the
+    // Secret's prod stops serving (a credential rotated in the Secret must not live on).
+    let file = r.p.dir.path().join("clusters.yaml");
+    std::fs::write(
+        &file,
+        "clusters:\n- name: prod\n  kubeconfig: /nonexistent/prod.kubeconfig\n",
+    )
+    .unwrap();
+    r.wait_served_by("prod", Err(StatusCode::NOT_FOUND)).await;
+    let prod = r.status_of("prod").await;
+    assert_eq!(prod["source"], "file", "{prod}");
+    assert!(
+        prod["lastError"].as_str().unwrap_or("").contains("cannot read"),
+        "{prod}"
     );
 }
 

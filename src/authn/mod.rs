@@ -222,6 +222,23 @@ impl Authenticator {
         self.accept(claims)
     }
 
+    /// Whether `token` claims (unverified) to come from this proxy's issuer. Such a token is
+    /// never handed to a cluster's TokenReview (`--token-passthrough`): if the issuer refused it
+    /// (expired, wrong audience), nobody else should be asked, or shown it.
+    pub fn claims_our_issuer(&self, token: &str) -> bool {
+        let mut parts = token.split('.');
+        let (Some(_), Some(payload), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+            .is_some_and(|c| c.get("iss").and_then(Value::as_str) == Some(self.cfg.issuer_url.as_str()))
+    }
+
     /// `exp`, `nbf`, `iss` and `aud` as kube-apiserver checks them: `exp`, `iss` and `aud` are
     /// required, times are JSON numbers compared with [`LEEWAY_SECS`] of clock skew, `aud` is a
     /// string or a list of strings that must hold the client ID.

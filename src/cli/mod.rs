@@ -59,8 +59,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', help_heading = "Kube-OIDC-Proxy")]
     pub token_passthrough_audiences: Vec<String>,
 
-    /// Never send Impersonate-* headers upstream (this is also the default unless
-    /// --impersonate-upstream is set); kept for compatibility with the Go proxy.
+    /// Send the user's own bearer token upstream and none of the proxy's credentials (default
+    /// identity passthrough-user-token), for clusters that trust the same issuer.
     #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           help_heading = "Kube-OIDC-Proxy")]
@@ -83,6 +83,13 @@ pub struct Args {
           require_equals = true, default_missing_value = "true", action = ArgAction::Set,
           help_heading = "Kube-OIDC-Proxy")]
     pub extra_user_header_client_ip: bool,
+
+    /// Let clusters from the kubeconfigs Secret use passthrough-user-token (annotation, or
+    /// --disable-impersonation): whoever writes the Secret then receives users' tokens.
+    #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          help_heading = "Kube-OIDC-Proxy")]
+    pub allow_user_tokens_to_secret_clusters: bool,
 
     /// Kubeconfig of the management cluster (the kubeconfigs Secret and the role resources).
     /// Without it: KUBECONFIG, else the in-cluster service account, else none. Empty: none.

@@ -79,6 +79,9 @@ pub struct Registry {
     opts: UpstreamOptions,
     /// The identity mode of clusters whose entry does not choose one (from the flags).
     default_identity: Identity,
+    /// Whether a Secret cluster may be `passthrough-user-token`: whoever writes the Secret
+    /// chooses the server, and so would receive users' tokens.
+    secret_user_tokens: bool,
     /// Serializes the file and Secret syncs (each is a diff against the table).
     sync: tokio::sync::Mutex<Sources>,
     changes: Mutex<BTreeMap<String, Change>>,
@@ -143,6 +146,7 @@ impl Registry {
             capi,
             opts,
             default_identity: Identity::Credentials,
+            secret_user_tokens: false,
             sync: tokio::sync::Mutex::new(Sources::default()),
             changes: Mutex::new(BTreeMap::new()),
             shutdown,
@@ -152,6 +156,12 @@ impl Registry {
     /// The identity mode of clusters whose entry names none.
     pub fn with_default_identity(mut self, identity: Identity) -> Self {
         self.default_identity = identity;
+        self
+    }
+
+    /// Lets Secret clusters be `passthrough-user-token` (`--allow-user-tokens-to-secret-clusters`).
+    pub fn with_secret_user_tokens(mut self, allowed: bool) -> Self {
+        self.secret_user_tokens = allowed;
         self
     }
 
@@ -375,6 +385,11 @@ impl Registry {
                         entry.line,
                         entry.kubeconfig.display()
                     );
+                    // Only the file's own previous version keeps serving: a cluster the Secret
+                    // served under this name is the Secret's no more (the file wins).
+                    if self.get(&entry.name).is_some_and(|c| c.source != Source::File) {
+                        self.remove(&entry.name);
+                    }
                     let serving = self.get(&entry.name).is_some();
                     tracing::error!(
                         cluster = %entry.name,
@@ -410,7 +425,16 @@ impl Registry {
                     "annotation {}{name}: unknown identity {v:?} (credentials, impersonate or passthrough-user-token)",
                     crate::management::IDENTITY_ANNOTATION_PREFIX
                 )),
-            };
+            }
+            .and_then(|identity| {
+                if identity == Identity::PassthroughUserToken && !self.secret_user_tokens {
+                    Err("identity passthrough-user-token would hand users' tokens to whoever writes the \
+                         Secret (they choose the server); allow it with --allow-user-tokens-to-secret-clusters"
+                        .to_string())
+                } else {
+                    Ok(identity)
+                }
+            });
             let print = fingerprint(&entry.kubeconfig) ^ identity.as_ref().map_or(0, |i| *i as u64 + 1);
             if let Some(c) = self.get(name)
                 && c.source == Source::Secret
@@ -432,6 +456,11 @@ impl Registry {
                     self.upsert(name, (Source::Secret, identity), print, upstream, client);
                 }
                 Err(e) => {
+                    // Only the Secret's own previous version keeps serving: a cluster the file
+                    // dropped does not live on with the file's credentials.
+                    if self.get(name).is_some_and(|c| c.source != Source::Secret) {
+                        self.remove(name);
+                    }
                     let serving = self.get(name).is_some();
                     tracing::error!(
                         cluster = %name,

@@ -141,8 +141,8 @@ impl ClusterObjects {
     }
 
     /// Builds the snapshot for cluster `name`: the cluster's objects first, then the role file's
-    /// for this cluster, then the role resources' of the management cluster, then the built-in
-    /// roles for every namespace (the first role of a name wins). The cluster's objects are
+    /// for this cluster, then the built-in roles for every namespace, then the role resources'
+    /// of the management cluster (the first role of a name wins). The cluster's objects are
     /// borrowed, not copied.
     pub fn snapshot(&self, name: &str, file: &RoleFile, capi: &CapiPolicy) -> Snapshot {
         let namespaces: Vec<&str> = self.namespaces.keys().collect();
@@ -168,8 +168,10 @@ impl ClusterObjects {
         if let Some(extra) = file.for_cluster(name) {
             builder.add_objects(extra);
         }
-        builder.add_objects(&managed);
+        // The built-in roles before the role resources: a CAPIClusterRole named `C:R` cannot
+        // redefine what the group `C:R` grants.
         builder.add_objects(&defaults);
+        builder.add_objects(&managed);
         builder.build()
     }
 
@@ -395,6 +397,29 @@ mod tests {
             Err((Kind::ClusterRoleBindings, "gone".to_string()))
         );
         assert_eq!(Kind::ClusterRoleBindings.name(), "clusterrolebindings");
+    }
+
+    #[test]
+    fn role_resources_cannot_redefine_a_built_in_role() {
+        let mut objects = ClusterObjects::default();
+        list_all_empty(&mut objects);
+        let _ = objects.apply(Change::Namespace(Event::Put("team".into(), ())));
+        let mut capi = CapiPolicy::default();
+        let spec = serde_json::from_value(serde_json::json!({
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}], "targetClusters": ["*"]
+        }))
+        .unwrap();
+        capi.cluster_roles.insert(
+            "k8s:watcher".into(),
+            crate::management::capi::Named {
+                name: "k8s:watcher".into(),
+                spec,
+            },
+        );
+        let delete = RequestInfo::parse("DELETE", "/api/v1/namespaces/team/pods/web", None, false).unwrap();
+        let groups = ["k8s:watcher:team".to_string()];
+        let snapshot = objects.snapshot("k8s", &RoleFile::default(), &capi);
+        assert_eq!(snapshot.authorize("ann", &groups, &delete), Decision::Deny);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub const DENY_TTL: Duration = Duration::from_secs(2);
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest TokenReview answer read.
 const MAX_ANSWER: usize = 256 << 10;
+/// Reviews sent at once, across all clusters: a flood of made-up tokens (anyone can send one)
+/// cannot turn into a flood of requests with the proxy's credentials.
+const MAX_REVIEWS_IN_FLIGHT: usize = 32;
 
 type Key = (Arc<str>, [u8; 32]);
 
@@ -57,12 +60,15 @@ pub enum ReviewError {
     Unreadable(String),
     #[error("TokenReview timed out")]
     Timeout,
+    #[error("too many tokens under review")]
+    Busy,
 }
 
 pub struct TokenReviewer {
     audiences: Vec<String>,
     capacity: usize,
     slots: Mutex<HashMap<Key, Slot>>,
+    in_flight: tokio::sync::Semaphore,
     /// Reviews actually sent, for tests and metrics.
     pub sent: std::sync::atomic::AtomicU64,
 }
@@ -103,6 +109,7 @@ impl TokenReviewer {
             audiences,
             capacity: capacity.max(1),
             slots: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
             sent: Default::default(),
         }
     }
@@ -110,23 +117,42 @@ impl TokenReviewer {
     /// The cluster's verdict on `token`: `Ok(Some(user))` authenticated, `Ok(None)` not.
     pub async fn review(&self, cluster: &Cluster, token: &str) -> Result<Option<Arc<User>>, ReviewError> {
         let key: Key = (cluster.name.clone(), TokenCache::key(token));
-        let cell = self.slot(&key);
-        let (reviewed, _) = cell
+        let cell = self.slot(&key).ok_or(ReviewError::Busy)?;
+        let answer = cell
             .get_or_try_init(|| async {
-                let r = tokio::time::timeout(REVIEW_TIMEOUT, self.ask(cluster, token))
+                let review = async {
+                    let _place = self.in_flight.acquire().await.map_err(|_| ReviewError::Busy)?;
+                    self.ask(cluster, token).await
+                };
+                let r = tokio::time::timeout(REVIEW_TIMEOUT, review)
                     .await
                     .map_err(|_| ReviewError::Timeout)??;
                 Ok::<_, ReviewError>((r, Instant::now()))
             })
-            .await?;
+            .await;
+        let (reviewed, _) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                // Errors are never cached: the empty slot goes, unless a newer one took its place.
+                let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                if slots
+                    .get(&key)
+                    .is_some_and(|s| Arc::ptr_eq(&s.cell, &cell) && s.cell.get().is_none())
+                {
+                    slots.remove(&key);
+                }
+                return Err(e);
+            }
+        };
         Ok(match reviewed {
             Reviewed::Allowed(user) => Some(user.clone()),
             Reviewed::Denied => None,
         })
     }
 
-    /// The cell for `key`: the cached one while fresh, else a new one.
-    fn slot(&self, key: &Key) -> Arc<OnceCell<(Reviewed, Instant)>> {
+    /// The cell for `key`: the cached one while fresh, else a new one; `None` when the cache is
+    /// full of reviews still in flight.
+    fn slot(&self, key: &Key) -> Option<Arc<OnceCell<(Reviewed, Instant)>>> {
         let now = Instant::now();
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = |s: &Slot| match s.cell.get() {
@@ -135,18 +161,24 @@ impl TokenReviewer {
             Some((Reviewed::Denied, at)) => now.duration_since(*at) < DENY_TTL,
         };
         if let Some(s) = slots.get(key).filter(|s| fresh(s)) {
-            return s.cell.clone();
+            return Some(s.cell.clone());
         }
         if slots.len() >= self.capacity {
             slots.retain(|_, s| fresh(s));
-            if slots.len() >= self.capacity {
-                // Still full of fresh answers: drop the finished ones, keep those in flight.
-                slots.retain(|_, s| s.cell.get().is_none());
-            }
+        }
+        if slots.len() >= self.capacity {
+            // Still full: refusals go first, then authenticated answers; reviews in flight stay.
+            slots.retain(|_, s| !matches!(s.cell.get(), Some((Reviewed::Denied, _))));
+        }
+        if slots.len() >= self.capacity {
+            slots.retain(|_, s| s.cell.get().is_none());
+        }
+        if slots.len() >= self.capacity {
+            return None;
         }
         let cell = Arc::new(OnceCell::new());
         slots.insert(key.clone(), Slot { cell: cell.clone() });
-        cell
+        Some(cell)
     }
 
     async fn ask(&self, cluster: &Cluster, token: &str) -> Result<Reviewed, ReviewError> {
@@ -265,9 +297,17 @@ mod tests {
         let r = TokenReviewer::new(vec![], 3);
         let name: Arc<str> = Arc::from("c");
         for i in 0..10u8 {
-            let cell = r.slot(&(name.clone(), [i; 32]));
+            let cell = r
+                .slot(&(name.clone(), [i; 32]))
+                .expect("room after evicting answers");
             let _ = cell.set((Reviewed::Denied, Instant::now()));
         }
         assert!(r.slots.lock().unwrap().len() <= 3);
+        // Full of reviews in flight: no new slot, the map does not grow.
+        let busy = TokenReviewer::new(vec![], 2);
+        assert!(busy.slot(&(name.clone(), [1; 32])).is_some());
+        assert!(busy.slot(&(name.clone(), [2; 32])).is_some());
+        assert!(busy.slot(&(name.clone(), [3; 32])).is_none());
+        assert_eq!(busy.slots.lock().unwrap().len(), 2);
     }
 }

@@ -108,8 +108,9 @@ pub fn key_of<K: Resource>(o: &K) -> String {
 }
 
 /// Watches `api` (list, then watch with resume, relist and backoff by kube-runtime), converting
-/// each object with `convert`. An object `convert` cannot read, and a watch error, become `Err`
-/// with a message naming the object; the watch goes on.
+/// each object with `convert`. An object `convert` cannot read is removed from the cache (its
+/// previous version must not go on granting what its author changed) and reported as `Err`
+/// naming it; a watch error is `Err` too; the watch goes on.
 pub fn watch<K, T>(
     api: Api<K>,
     config: watcher::Config,
@@ -119,15 +120,21 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     T: Send + 'static,
 {
-    watcher(api, config).default_backoff().map(move |ev| match ev {
-        Ok(watcher::Event::Init) => Ok(Event::Init),
-        Ok(watcher::Event::InitDone) => Ok(Event::InitDone),
-        Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => match convert(&o) {
-            Some(obj) => Ok(Event::Put(key_of(&o), obj)),
-            None => Err(format!("cannot read {}", key_of(&o))),
-        },
-        Ok(watcher::Event::Delete(o)) => Ok(Event::Delete(key_of(&o))),
-        Err(e) => Err(e.to_string()),
+    watcher(api, config).default_backoff().flat_map(move |ev| {
+        let out = match ev {
+            Ok(watcher::Event::Init) => vec![Ok(Event::Init)],
+            Ok(watcher::Event::InitDone) => vec![Ok(Event::InitDone)],
+            Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => match convert(&o) {
+                Some(obj) => vec![Ok(Event::Put(key_of(&o), obj))],
+                None => vec![
+                    Ok(Event::Delete(key_of(&o))),
+                    Err(format!("cannot read {}; it counts as deleted", key_of(&o))),
+                ],
+            },
+            Ok(watcher::Event::Delete(o)) => vec![Ok(Event::Delete(key_of(&o)))],
+            Err(e) => vec![Err(e.to_string())],
+        };
+        futures_util::stream::iter(out)
     })
 }
 

@@ -197,6 +197,9 @@ impl Proxy {
             Err(e) => tracing::debug!(error = %e, "authentication failed"),
         }
         let reviewer = self.reviewer.as_ref().ok_or(Refusal::Unauthenticated)?;
+        if self.authn.claims_our_issuer(&token) {
+            return Err(Refusal::Unauthenticated);
+        }
         let cluster = route::parse(req.uri().path(), req.uri().query())
             .ok()
             .and_then(|r| self.clusters.get(r.cluster))
@@ -286,8 +289,13 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         // A checked write is read whole (bounded, with a deadline): it is sent twice. Few are
         // held at once, two per user, so they cannot add up to the machine's memory.
+        // Counted for the person, whoever they act as.
+        let person = ctx.impersonator.clone();
         let _permits = match &fwd.checked {
-            Some(_) => Some(self.checked_write_places(user).await?),
+            Some(_) => Some(
+                self.checked_write_places(person.as_deref().unwrap_or(user))
+                    .await?,
+            ),
             None => None,
         };
         let limit = self.opts.audit_max_body;
