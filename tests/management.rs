@@ -109,6 +109,19 @@ impl Ring {
         panic!("/{cluster}: wanted {want:?}, last got {last:?}");
     }
 
+    /// `/clusters`' entry for `cluster` once it reports an error (or the last one seen).
+    async fn status_with_error(&self, cluster: &str) -> Value {
+        let mut status = Value::Null;
+        for _ in 0..200 {
+            status = self.status_of(cluster).await;
+            if status["lastError"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        status
+    }
+
     async fn status_of(&self, cluster: &str) -> Value {
         let status = self.p.probe_json("/clusters").await;
         status["clusters"]
@@ -137,14 +150,7 @@ async fn secret_keys_add_change_and_remove_clusters() {
 
     // A broken value is reported; the previous version keeps serving.
     r.put_secret(&[("edge", "clusters: [not, a, kubeconfig")]);
-    let mut status = Value::Null;
-    for _ in 0..200 {
-        status = r.status_of("edge").await;
-        if status["lastError"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = r.status_with_error("edge").await;
     assert!(
         status["lastError"].as_str().unwrap().contains("not valid YAML"),
         "{status}"
@@ -411,14 +417,7 @@ async fn a_secret_annotation_chooses_the_clusters_identity() {
     let r = ring(&[], &[]).await;
     r.p.wait_ready().await;
     r.mgmt.store().put("secrets", annotated(&r));
-    let mut edge = Value::Null;
-    for _ in 0..100 {
-        edge = r.status_of("edge").await;
-        if edge["lastError"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let edge = r.status_with_error("edge").await;
     assert_eq!(edge["serving"], false, "{edge}");
     assert!(
         edge["lastError"]

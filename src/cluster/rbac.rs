@@ -249,13 +249,7 @@ pub fn spawn(
         let mut role_file_open = true;
         let mut capi_open = true;
         loop {
-            let flush = async {
-                if dirty {
-                    tokio::time::sleep(COALESCE).await
-                } else {
-                    std::future::pending().await
-                }
-            };
+            let flush = watch_cache::settle(dirty, COALESCE);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 change = watches.next() => match change.map(|c| objects.apply(c)) {

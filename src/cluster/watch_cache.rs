@@ -99,6 +99,16 @@ impl<T> KindCache<T> {
     }
 }
 
+/// Resolves `window` after it is called when `dirty`, never otherwise: the arm of a `select!`
+/// loop that folds a burst of changes into one rebuild.
+pub async fn settle(dirty: bool, window: std::time::Duration) {
+    if dirty {
+        tokio::time::sleep(window).await
+    } else {
+        std::future::pending().await
+    }
+}
+
 /// The cache key of an object: `namespace/name`, or `name` for cluster-scoped objects.
 pub fn key_of<K: Resource>(o: &K) -> String {
     match o.namespace() {

@@ -391,13 +391,7 @@ async fn watch_role_resources(
     let mut absent: BTreeMap<CapiKind, bool> = BTreeMap::new();
     let mut dirty = false;
     loop {
-        let flush = async {
-            if dirty {
-                tokio::time::sleep(COALESCE).await
-            } else {
-                std::future::pending().await
-            }
-        };
+        let flush = watch_cache::settle(dirty, COALESCE);
         tokio::select! {
             _ = cancel.cancelled() => return,
             change = changes.next() => {
