@@ -22,6 +22,7 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::runtime::{reflector::store::Writer, watcher};
+use kube_oidc_proxy::authz::capi::CapiPolicy;
 use kube_oidc_proxy::authz::{
     default_roles::default_role_objects,
     rbac::{RbacObjects, Snapshot, SnapshotBuilder},
@@ -32,7 +33,6 @@ use kube_oidc_proxy::cluster::{
     watch_cache::{Event, key_of, via_json},
 };
 use kube_oidc_proxy::config::role_file::RoleFile;
-use kube_oidc_proxy::management::capi::CapiPolicy;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 

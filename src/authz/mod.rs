@@ -5,6 +5,7 @@
 //! [`escalation`]). Everything here is pure: no clocks, no locks, no I/O (the role file that
 //! feeds the engine is read by `crate::config::role_file`).
 
+pub mod capi;
 pub mod default_roles;
 pub mod escalation;
 pub mod forbidden;

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    authz::capi::CapiPolicy,
     config::clusters::{ClusterEntry, Identity, Loaded},
     config::role_file::RoleFile,
-    management::capi::CapiPolicy,
 };
 pub use rbac::ClusterRbac;
 pub use upstream::{Upstream, UpstreamError, UpstreamOptions};
@@ -95,6 +95,10 @@ struct Sources {
     file: BTreeMap<String, FileEntry>,
     secret: BTreeMap<String, SecretEntry>,
 }
+
+/// The annotation that chooses the identity mode of one Secret key's cluster:
+/// `identity.kube-oidc-proxy.io/<key>: credentials | impersonate | passthrough-user-token`.
+pub const IDENTITY_ANNOTATION_PREFIX: &str = "identity.kube-oidc-proxy.io/";
 
 /// One key of the kubeconfigs Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,7 +427,7 @@ impl Registry {
                 Some((_, Some(identity))) => Ok(identity),
                 Some((v, None)) => Err(format!(
                     "annotation {}{name}: unknown identity {v:?} (credentials, impersonate or passthrough-user-token)",
-                    crate::management::IDENTITY_ANNOTATION_PREFIX
+                    IDENTITY_ANNOTATION_PREFIX
                 )),
             }
             .and_then(|identity| {
@@ -442,7 +446,10 @@ impl Registry {
             {
                 continue;
             }
-            let built = match (identity, crate::management::secret::kubeconfig(&entry.kubeconfig)) {
+            let built = match (
+                identity,
+                crate::config::secret_kubeconfig::kubeconfig(&entry.kubeconfig),
+            ) {
                 (Ok(identity), Ok(k)) => Upstream::from_kubeconfig(k, self.opts)
                     .await
                     .map(|(u, c)| (identity, u, c))

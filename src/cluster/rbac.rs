@@ -23,12 +23,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::watch_cache::{self, Event, KindCache};
+use crate::authz::capi::CapiPolicy;
 use crate::authz::{
     default_roles::default_role_objects,
     rbac::{self, Snapshot, SnapshotBuilder},
 };
 use crate::config::role_file::RoleFile;
-use crate::management::capi::CapiPolicy;
 use crate::metrics::RbacKind;
 
 /// Changes arriving within this window are folded into one rebuild.
@@ -405,7 +405,7 @@ mod tests {
         .unwrap();
         capi.cluster_roles.insert(
             "k8s:watcher".into(),
-            crate::management::capi::Named {
+            crate::authz::capi::Named {
                 name: "k8s:watcher".into(),
                 spec,
             },

@@ -3,6 +3,7 @@
 pub mod clusters;
 pub mod reload;
 pub mod role_file;
+pub mod secret_kubeconfig;
 
 use std::{fmt, path::PathBuf};
 

@@ -7,9 +7,6 @@
 //! cluster is unreachable, and report through [`Status`] (the probe port's `/clusters`) and the
 //! log.
 
-pub mod capi;
-pub mod secret;
-
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -29,12 +26,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::authz::capi::{self, BindingSpec, CapiKind, CapiPolicy, Named, RoleSpec};
 use crate::cluster::{
-    Registry, SecretEntry,
+    IDENTITY_ANNOTATION_PREFIX, Registry, SecretEntry,
     upstream::error_chain,
     watch_cache::{self, Event, KindCache},
 };
-use capi::{BindingSpec, CapiKind, CapiPolicy, Named, RoleSpec};
 
 /// Where the in-cluster service account's namespace is written.
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -188,10 +185,6 @@ impl Management {
         ));
     }
 }
-
-/// The annotation that chooses the identity mode of one Secret key's cluster:
-/// `identity.kube-oidc-proxy.io/<key>: credentials | impersonate | passthrough-user-token`.
-pub const IDENTITY_ANNOTATION_PREFIX: &str = "identity.kube-oidc-proxy.io/";
 
 fn secret_data(s: &Secret) -> Option<BTreeMap<String, SecretEntry>> {
     let annotations = s.metadata.annotations.clone().unwrap_or_default();

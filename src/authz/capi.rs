@@ -1,7 +1,7 @@
 //! The role resources of group `rbac.platformengineers.io/v1` (CAPIRole, CAPIClusterRole,
 //! CAPIRoleBinding, CAPIClusterRoleBinding), as written in the management cluster, and the RBAC
 //! objects they become inside the proxy for each target cluster. Pure: the watches that fill
-//! [`CapiPolicy`] live in `management::watch`.
+//! [`CapiPolicy`] live in `management`.
 //!
 //! The naming and roleRef rules are the Go proxy's (its README, "CAPI roles"):
 //! - a CAPIRole becomes, in each target namespace, a Role of the same name with its rules;

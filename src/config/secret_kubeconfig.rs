@@ -1,6 +1,6 @@
-//! Kubeconfigs from the management cluster's Secret. Whoever can write that Secret chooses the
-//! clusters the proxy serves, but must not be able to make the proxy run a command or read its
-//! own files: exec plugins, auth providers and every field that names a file are refused; tokens,
+//! Kubeconfigs from the management cluster's Secret (checked here, watched by `management`).
+//! Whoever can write that Secret chooses the clusters the proxy serves, but must not be able to
+//! make the proxy run a command or read its own files: exec plugins, auth providers and every field that names a file are refused; tokens,
 //! client certificates and CA data inline are what such a kubeconfig may use. Errors never quote
 //! the kubeconfig.
 
