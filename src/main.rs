@@ -1,19 +1,40 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use kube_oidc_proxy::{
     authz::default_roles::mirror_manifests,
     cli::{Args, Command},
     logging,
 };
 
+/// `--version`: the crate version, the commit and its date (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KOP_GIT_COMMIT"),
+    ", build date ",
+    env!("KOP_BUILD_DATE"),
+    ")"
+);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command().version(VERSION).get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(Command::PrintRbac { cluster, namespaces }) = &args.command {
         if !kube_oidc_proxy::config::valid_cluster_name(cluster) {
             eprintln!("error: --cluster {cluster:?} is not a valid cluster name");
             std::process::exit(2);
         }
         print!("{}", mirror_manifests(cluster, namespaces));
+        return Ok(());
+    }
+    if let Some(Command::Kubeconfig(k)) = &args.command {
+        match kube_oidc_proxy::cli::kubeconfig::render(k) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
         return Ok(());
     }
     logging::init(args.verbosity, args.log_format);

@@ -73,12 +73,6 @@ fn help_lists_every_compatible_flag_with_its_default() {
     ] {
         assert!(out.contains(default), "--help lacks {default}");
     }
-    let (code, out, _) = run(&["--version"]);
-    assert_eq!(code, 0);
-    assert_eq!(
-        out.trim(),
-        format!("kube-oidc-proxy {}", env!("CARGO_PKG_VERSION"))
-    );
 }
 
 #[test]
@@ -127,6 +121,39 @@ fn bad_configuration_exits_non_zero_naming_file_line_and_field() {
         "--readiness-probe-port=1",
     ]);
     assert_ne!(code, 0, "{err}");
+}
+
+#[test]
+fn version_names_the_commit_and_build_date() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("kube-oidc-proxy {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    assert!(out.contains("(commit ") && out.contains(", build date "), "{out}");
+}
+
+#[test]
+fn kubeconfig_subcommand_prints_a_kubeconfig_or_a_clear_error() {
+    let (code, out, _) = run(&[
+        "kubeconfig",
+        "--proxy-url=https://proxy:8443",
+        "--clusters=a,b",
+        "--oidc-issuer-url=https://issuer",
+        "--oidc-client-id=kube",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("server: \"https://proxy:8443/b\""), "{out}");
+    let (code, _, err) = run(&[
+        "kubeconfig",
+        "--proxy-url=http://proxy",
+        "--clusters=a",
+        "--oidc-issuer-url=https://issuer",
+        "--oidc-client-id=kube",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("https://"), "{err}");
 }
 
 fn free_port() -> u16 {

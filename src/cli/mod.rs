@@ -2,6 +2,7 @@
 //! existing deployments keep their command lines; every flag can also come from the environment.
 
 pub mod goflags;
+pub mod kubeconfig;
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
@@ -316,6 +317,9 @@ pub enum Command {
         #[arg(long = "namespace", value_delimiter = ',')]
         namespaces: Vec<String>,
     },
+    /// Print a kubeconfig for users: one cluster and context per served cluster at
+    /// https://<proxy>/<cluster>, the proxy's CA, and a kubelogin user for the issuer.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
 }
 
 /// The flags start-up cannot do without, once [`Args::validate`] has checked them.
