@@ -354,6 +354,36 @@ else
   echo "skip  kubelogin is not available (e2e/prepare could not build it): the generated kubeconfig is not exercised"
 fi
 
+echo "== the Helm chart: lint, render, and every object accepted by a real kube-apiserver"
+if [ -n "${KOP_HELM:-}" ]; then
+  helm() { "$KOP_HELM" "$@" 2> >(grep -v 'found symbolic link' >&2); }
+  kv="$(admin kind version -o json | jq -r '.serverVersion.gitVersion')"
+  expect_ok "helm lint (defaults + required values)" "0 chart(s) failed" helm lint "$KOP_CHART" \
+    --set oidc.issuerUrl=https://kc.example.com/realms/k8s --set oidc.clientId=kube --set tls.existingSecret=tls
+  expect_ok "helm lint (every feature on)" "0 chart(s) failed" helm lint "$KOP_CHART" -f "$KOP_CHART/ci/full-values.yaml"
+  expect_fail "values.schema.json refuses an unknown flag" "additional properties 'no-such-flag' not allowed" \
+    helm template kop "$KOP_CHART" -f "$KOP_CHART/ci/full-values.yaml" --kube-version "$kv" --set flags.no-such-flag=1
+  expect_fail "...and a missing issuer" "oidc.issuerUrl is required" \
+    helm template kop "$KOP_CHART" --kube-version "$kv" --set oidc.clientId=kube --set tls.existingSecret=t
+  helm template kop "$KOP_CHART" -n kop-chart --kube-version "$kv" --include-crds \
+    -f "$KOP_CHART/ci/full-values.yaml" >"$OUT/chart.yaml"
+  admin kind create namespace kop-chart >/dev/null
+  expect_ok "every rendered object is accepted (server-side apply, kube-apiserver $kv)" "deployment.apps/kop-kube-oidc-proxy serverside-applied" \
+    admin kind apply --server-side -f "$OUT/chart.yaml"
+  expect_ok "...and the CRDs are established" "condition met" \
+    admin kind wait --for=condition=Established --timeout=30s crd/capiroles.rbac.platformengineers.io \
+    crd/capiclusterroles.rbac.platformengineers.io crd/capirolebindings.rbac.platformengineers.io crd/capiclusterrolebindings.rbac.platformengineers.io
+  admin kind -n kop-chart get deployment kop-kube-oidc-proxy -o json | jq -r '.spec.template.spec.containers[0].args[]' >"$OUT/chart-args.txt"
+  mapfile -t chart_args <"$OUT/chart-args.txt"
+  expect_ok "the proxy accepts every flag the chart renders" "kube-oidc-proxy:devops" \
+    "$KOP_PROXY_BIN" "${chart_args[@]}" print-rbac --cluster prod
+  expect_ok "an optional ServiceMonitor renders" "kind: ServiceMonitor" \
+    helm template kop "$KOP_CHART" --kube-version "$kv" -f "$KOP_CHART/ci/full-values.yaml" --set serviceMonitor.enabled=true
+  admin kind delete namespace kop-chart --wait=false >/dev/null
+else
+  echo "skip  helm is not available"
+fi
+
 echo "== what the proxy recorded"
 if grep -q 'AuSuccess src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/dev/pods' "$KOP_ACCESS_LOG"; then ok "AuSuccess lines"; else bad "AuSuccess lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
 if grep -q 'AuFail src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/prod/pods' "$KOP_ACCESS_LOG"; then ok "AuFail lines"; else bad "AuFail lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
