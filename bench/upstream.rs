@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! bench-upstream --cert server.crt --key server.key --addr-file upstream.addr \
-//!                [--list-mb 8] [--workers 0] [--listen 127.0.0.1:0]
+//!                [--list-mb 8] [--workers 0] [--listen 127.0.0.1:0] [--rbac-objects 0]
 //! ```
 //! Every answer is precomputed; a leading `/bench` path segment is ignored, so clients use the
 //! same URLs against the upstream, the pass-through and kube-oidc-proxy (`/bench` is the cluster).
 //!
 //! - `GET` of namespaces and of the four RBAC collections: an empty list (resourceVersion 1),
-//!   so the proxy's RBAC snapshot becomes ready;
+//!   so the proxy's RBAC snapshot becomes ready; with `--rbac-objects N`, N objects as a real
+//!   cluster sends them (a tenth roles, the rest bindings, over 100 namespaces) for `bench/memory`;
 //! - any request with `watch=true` (or `watch=1`): `200`, then a stream that stays idle;
 //! - `GET .../pods` (a pod list): a `--list-mb` MB PodList, streamed in 64 KiB frames;
 //! - any request with `Connection: Upgrade`: `101`, then every byte is echoed back;
@@ -187,6 +188,57 @@ async fn handle(canned: Arc<Canned>, mut req: Request<Incoming>) -> Response<Bod
 /// A TokenReview, as `--token-passthrough` sends it: tokens `sa-<n>` are the service account
 /// `bench:<n>` in group `bench:devops` (the built-in devops role of cluster `bench`), anything
 /// else is refused.
+/// `n` RBAC objects spread over the collections as a cluster's are: a tenth roles (half Roles in
+/// 100 namespaces, half ClusterRoles), the rest bindings (half each kind), with the metadata
+/// kube-apiserver sends (uid, resourceVersion, creationTimestamp, one managedFields entry).
+fn rbac_items(path: &str, n: usize) -> Vec<serde_json::Value> {
+    let roles = n / 10;
+    let bindings = n - roles;
+    let meta = |name: String, ns: Option<String>, i: usize| {
+        let mut m = json!({"name": name, "uid": format!("0f1e2d3c-{i:04x}-4b5a-8c7d-{i:012x}"),
+            "resourceVersion": format!("{}", 1000 + i), "creationTimestamp": "2026-11-30T09:12:44Z",
+            "managedFields": [{"manager": "kubectl-create", "operation": "Update",
+                "apiVersion": "rbac.authorization.k8s.io/v1", "time": "2026-11-30T09:12:44Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:roleRef": {}, "f:subjects": {}}}]});
+        if let Some(ns) = ns {
+            m["namespace"] = json!(ns);
+        }
+        m
+    };
+    let ns = |i: usize| format!("ns{}", i % 100);
+    let rules = |i: usize| {
+        json!([{"apiGroups": [""], "resources": [format!("res{i}"), "configmaps"], "verbs": ["get", "list"]},
+               {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}])
+    };
+    match path {
+        "/api/v1/namespaces" if n > 0 => (0..100)
+            .map(|i| json!({"metadata": meta(format!("ns{i}"), None, i)}))
+            .collect(),
+        "/apis/rbac.authorization.k8s.io/v1/roles" => (0..roles / 2)
+            .map(|i| json!({"metadata": meta(format!("role{i}"), Some(ns(i)), i), "rules": rules(i)}))
+            .collect(),
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles" => (0..roles - roles / 2)
+            .map(|i| json!({"metadata": meta(format!("crole{i}"), None, i), "rules": rules(i)}))
+            .collect(),
+        "/apis/rbac.authorization.k8s.io/v1/rolebindings" => (0..bindings / 2)
+            .map(|i| {
+                json!({"metadata": meta(format!("rb{i}"), Some(ns(i)), i),
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("role{}", i % (roles / 2).max(1))},
+                    "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": format!("user{i}")},
+                                 {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("team{}", i % 700)}]})
+            })
+            .collect(),
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings" => (0..bindings - bindings / 2)
+            .map(|i| {
+                json!({"metadata": meta(format!("crb{i}"), None, i),
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("crole{}", i % (roles - roles / 2).max(1))},
+                    "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("group{i}")}]})
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 async fn token_review(req: Request<Incoming>) -> Response<Body> {
     let body = req
         .into_body()
@@ -216,11 +268,12 @@ fn main() {
     let addr_file = args.get("addr-file").map(PathBuf::from);
     let list_mb: usize = args.num("list-mb", 8);
     let workers: usize = args.num("workers", 0);
+    let rbac_objects: usize = args.num("rbac-objects", 0);
     let empty_lists = COLLECTIONS
         .iter()
         .map(|(p, kind, api)| {
-            let v =
-                json!({"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": []});
+            let items = rbac_items(p, rbac_objects);
+            let v = json!({"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": items});
             (*p, Bytes::from(serde_json::to_vec(&v).expect("json")))
         })
         .collect();
