@@ -1,5 +1,5 @@
 # kube-oidc-proxy image. Images cannot be built on the development machines (no container
-# runtime there); the build step is the same `cargo build --release` that `make test` and the
+# runtime there); the build step is `make release` (the same cargo command), which `make test` and
 # benchmarks prove, so what CI tests is what this file builds.
 #
 #   docker build --build-arg KOP_GIT_COMMIT=$(git rev-parse --short=12 HEAD) \

@@ -1,11 +1,16 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   run the proxy in front of local clusters and Keycloak
 #   make test   run every test ring
-.PHONY: test e2e lint build demo
+.PHONY: test e2e lint build release demo
 
 test: lint
 	cargo test --all-targets
+	$(MAKE) release
 	e2e/run
+
+# The release build, exactly as the Dockerfile's build step runs it.
+release:
+	cargo build --release --locked --bin kube-oidc-proxy
 
 e2e:
 	e2e/run
