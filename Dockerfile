@@ -1,6 +1,6 @@
 # kube-oidc-proxy image. Images cannot be built on the development machines (no container
 # runtime there); the build step is `make release` (the same cargo command), which `make test` and
-# benchmarks prove, so what CI tests is what this file builds.
+# CI run, so what CI tests is what this file builds.
 #
 #   docker build --build-arg KOP_GIT_COMMIT=$(git rev-parse --short=12 HEAD) \
 #     --build-arg KOP_BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) -t kube-oidc-proxy .
