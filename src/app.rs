@@ -251,7 +251,7 @@ async fn start_clusters(
     );
     if let Some(path) = &args.clusters_config {
         let loaded = clusters::load(path)?;
-        registry.load_static(path, loaded).await;
+        registry.sync_file(path, loaded).await;
         registry.watch_file(path.clone(), args.config_reload_interval, background.clone());
     }
     let settings = management::Settings {

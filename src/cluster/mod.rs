@@ -131,9 +131,12 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn fingerprint(bytes: &[u8]) -> u64 {
+/// What a cluster is built from: its kubeconfig and its identity mode (a new mode rebuilds the
+/// cluster as a new kubeconfig would).
+fn fingerprint(bytes: &[u8], identity: Option<Identity>) -> u64 {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
+    identity.hash(&mut h);
     h.finish()
 }
 
@@ -254,15 +257,11 @@ impl Registry {
         self.forget(name);
     }
 
-    /// Builds every cluster of the clusters file concurrently. Entries that fail are reported
-    /// (file, line, cluster, reason) and skipped: one broken kubeconfig never stops the others.
-    pub async fn load_static(&self, file: &Path, loaded: Loaded) {
-        self.sync_file(file, loaded).await;
-    }
-
-    /// Makes the file's clusters what `loaded` says: new and changed entries are built (a
-    /// changed kubeconfig file counts), entries gone from the file are removed, and a name the
-    /// Secret also has goes back to the Secret's kubeconfig when the file drops it.
+    /// Makes the file's clusters what `loaded` says: new and changed entries are built
+    /// concurrently (a changed kubeconfig file counts), entries gone from the file are removed,
+    /// and a name the Secret also has goes back to the Secret's kubeconfig when the file drops
+    /// it. An entry that fails is reported (file, line, cluster, reason) and skipped: one broken
+    /// kubeconfig never stops the others.
     pub async fn sync_file(&self, file: &Path, loaded: Loaded) {
         for skipped in &loaded.skipped {
             tracing::error!("skipping cluster entry: {skipped}");
@@ -301,7 +300,7 @@ impl Registry {
                     all.push(0);
                 }
             }
-            Some((fingerprint(&all), loaded))
+            Some((fingerprint(&all, None), loaded))
         };
         let last = Mutex::new(read_all(&path).map(|(print, _)| print));
         let handle = tokio::runtime::Handle::current();
@@ -353,10 +352,9 @@ impl Registry {
         let file_builds = sources.file.values().map(|fe| async move {
             let bytes = tokio::fs::read(&fe.entry.kubeconfig).await;
             let identity = fe.entry.identity.unwrap_or(self.default_identity);
-            // A new identity mode rebuilds the cluster as a new kubeconfig would.
             let print = bytes
                 .as_ref()
-                .map(|b| fingerprint(b) ^ (identity as u64 + 1))
+                .map(|b| fingerprint(b, Some(identity)))
                 .unwrap_or(0);
             if let Some(c) = current.get(&fe.entry.name)
                 && c.source == Source::File
@@ -439,7 +437,7 @@ impl Registry {
                     Ok(identity)
                 }
             });
-            let print = fingerprint(&entry.kubeconfig) ^ identity.as_ref().map_or(0, |i| *i as u64 + 1);
+            let print = fingerprint(&entry.kubeconfig, identity.as_ref().ok().copied());
             if let Some(c) = self.get(name)
                 && c.source == Source::Secret
                 && c.fingerprint == print

@@ -69,8 +69,6 @@ pub struct TokenReviewer {
     capacity: usize,
     slots: Mutex<HashMap<Key, Slot>>,
     in_flight: tokio::sync::Semaphore,
-    /// Reviews actually sent, for tests and metrics.
-    pub sent: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +108,6 @@ impl TokenReviewer {
             capacity: capacity.max(1),
             slots: Mutex::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
-            sent: Default::default(),
         }
     }
 
@@ -182,7 +179,6 @@ impl TokenReviewer {
     }
 
     async fn ask(&self, cluster: &Cluster, token: &str) -> Result<Reviewed, ReviewError> {
-        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",

@@ -352,14 +352,9 @@ fn not_installed(message: &str) -> bool {
     message.contains("404") || message.contains("NotFound") || message.contains("page not found")
 }
 
-fn warn_problems(kind: CapiKind, key: &str, obj: &Named<RoleSpec>) {
-    if let Some(why) = capi::role_problem(&obj.spec, kind.namespaced()) {
-        tracing::warn!(kind = kind.kind(), name = %key, "{} {key} grants nothing: {why}", kind.kind());
-    }
-}
-
-fn warn_binding_problems(kind: CapiKind, key: &str, obj: &Named<BindingSpec>) {
-    if let Some(why) = capi::binding_problem(&obj.spec, kind.namespaced()) {
+/// Says once per change why a resource grants nothing, if it does.
+fn warn_if(kind: CapiKind, key: &str, problem: Option<&'static str>) {
+    if let Some(why) = problem {
         tracing::warn!(kind = kind.kind(), name = %key, "{} {key} grants nothing: {why}", kind.kind());
     }
 }
@@ -391,19 +386,19 @@ async fn watch_role_resources(
                 let Some(change) = change else { return };
                 let (kind, changed) = match change {
                     Change::Role(e) => {
-                        if let Event::Put(k, o) = &e { warn_problems(CapiKind::Role, k, o) }
+                        if let Event::Put(k, o) = &e { warn_if(CapiKind::Role, k, capi::role_problem(&o.spec, true)) }
                         (CapiKind::Role, caches.roles.apply(e))
                     }
                     Change::ClusterRole(e) => {
-                        if let Event::Put(k, o) = &e { warn_problems(CapiKind::ClusterRole, k, o) }
+                        if let Event::Put(k, o) = &e { warn_if(CapiKind::ClusterRole, k, capi::role_problem(&o.spec, false)) }
                         (CapiKind::ClusterRole, caches.cluster_roles.apply(e))
                     }
                     Change::RoleBinding(e) => {
-                        if let Event::Put(k, o) = &e { warn_binding_problems(CapiKind::RoleBinding, k, o) }
+                        if let Event::Put(k, o) = &e { warn_if(CapiKind::RoleBinding, k, capi::binding_problem(&o.spec, true)) }
                         (CapiKind::RoleBinding, caches.role_bindings.apply(e))
                     }
                     Change::ClusterRoleBinding(e) => {
-                        if let Event::Put(k, o) = &e { warn_binding_problems(CapiKind::ClusterRoleBinding, k, o) }
+                        if let Event::Put(k, o) = &e { warn_if(CapiKind::ClusterRoleBinding, k, capi::binding_problem(&o.spec, false)) }
                         (CapiKind::ClusterRoleBinding, caches.cluster_role_bindings.apply(e))
                     }
                     Change::Failed(kind, message) => {

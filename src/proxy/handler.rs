@@ -399,7 +399,8 @@ impl Proxy {
             Carry::UserToken { authorization, asked } => {
                 parts.headers.insert(header::AUTHORIZATION, authorization.clone());
                 if let Some(asked) = asked {
-                    headers::add_requested_impersonation(&mut parts.headers, asked).map_err(bad)?;
+                    headers::add_impersonation(&mut parts.headers, &asked.as_asked(), &[], None)
+                        .map_err(bad)?;
                 }
             }
         }
@@ -431,20 +432,17 @@ fn carry(
     caller: &Arc<User>,
     asked: Option<impersonation::Requested>,
 ) -> Result<Carry, Refusal> {
-    let impersonated = asked.is_some();
+    if reviewed || cluster.identity == Identity::PassthroughUserToken {
+        return Ok(Carry::UserToken {
+            authorization: user_authorization(req)?,
+            asked,
+        });
+    }
     Ok(match cluster.identity {
-        _ if reviewed => Carry::UserToken {
-            authorization: user_authorization(req)?,
-            asked,
-        },
-        Identity::PassthroughUserToken => Carry::UserToken {
-            authorization: user_authorization(req)?,
-            asked,
-        },
         Identity::Impersonate => Carry::Impersonate {
-            original: impersonated.then(|| caller.clone()),
+            original: asked.is_some().then(|| caller.clone()),
         },
-        Identity::Credentials => Carry::Proxy,
+        _ => Carry::Proxy,
     })
 }
 

@@ -379,31 +379,6 @@ pub fn original_user_extras(original: &crate::authn::User) -> Vec<(String, Strin
     out
 }
 
-/// A client's `kubectl --as` exactly as it asked, for a cluster that checks it again with the
-/// user's own token.
-pub fn add_requested_impersonation(
-    h: &mut HeaderMap,
-    asked: &super::impersonation::Requested,
-) -> Result<(), &'static str> {
-    const BAD: &str = "impersonation headers cannot be sent on";
-    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| BAD);
-    h.insert(HeaderName::from_static("impersonate-user"), value(&asked.user)?);
-    for g in &asked.groups {
-        h.append(HeaderName::from_static("impersonate-group"), value(g)?);
-    }
-    if let Some(uid) = &asked.uid {
-        h.insert(HeaderName::from_static("impersonate-uid"), value(uid)?);
-    }
-    for (k, vs) in &asked.extra {
-        let name = format!("impersonate-extra-{}", utf8_percent_encode(k, EXTRA_KEY));
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| BAD)?;
-        for v in vs {
-            h.append(name.clone(), value(v)?);
-        }
-    }
-    Ok(())
-}
-
 /// Impersonate-Extra-* keys are percent-encoded as kube-apiserver decodes them.
 const EXTRA_KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')

@@ -157,6 +157,17 @@ impl Requested {
             .find(|info| snapshot.authorize(&caller.name, &caller.groups, info) == Decision::Deny)
     }
 
+    /// The identity exactly as asked (no implied groups), for a cluster that checks the
+    /// impersonation again with the user's own token.
+    pub fn as_asked(&self) -> User {
+        User {
+            name: self.user.clone(),
+            uid: self.uid.clone().unwrap_or_default(),
+            groups: self.groups.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
     /// The user requests are authorized, logged and audited as.
     pub fn target(&self) -> User {
         let mut groups = self.groups.clone();
