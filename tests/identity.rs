@@ -251,6 +251,46 @@ async fn the_users_own_token_per_cluster_and_with_disable_impersonation() {
     );
 }
 
+/// The proxy's client certificate (its identity in the cluster) never accompanies a user's own
+/// token, in either way a token goes on as it came.
+#[tokio::test]
+async fn a_users_token_never_travels_with_the_proxys_client_certificate() {
+    let iss = issuer().run().await;
+    let client_ca = support::pki::Ca::new("cluster-client-ca");
+    let api = apiserver().name("k8s").accept_client_cert(&client_ca).run().await;
+    grants(&api);
+    api.accept_token("sa-token", "system:serviceaccount:ci:robot", &["team"]);
+    let cert = || Cred::ClientCert(client_ca.issue_client("kube-oidc-proxy", &[]));
+    let p = proxy(&iss)
+        .arg("--token-passthrough")
+        .cluster("creds", &api, "", cert())
+        .cluster("own", &api, "", cert())
+        .identity("own", "passthrough-user-token")
+        .run()
+        .await;
+    let t = iss.token().sub("tess").groups(&["team"]).sign();
+    // The proxy's own requests carry its certificate: the check below can tell.
+    assert_eq!(
+        get(&p, &format!("/creds{CONFIGMAPS}"), &t, &[]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(api.last().client_cert_cn.as_deref(), Some("kube-oidc-proxy"));
+    for (cluster, token) in [("own", t.as_str()), ("creds", "sa-token")] {
+        api.clear_requests();
+        let (code, _) = get(&p, &format!("/{cluster}{CONFIGMAPS}"), token, &[]).await;
+        assert_eq!(code, StatusCode::OK, "{cluster}");
+        let up = api.last();
+        assert_eq!(
+            up.header("authorization"),
+            Some(format!("Bearer {token}").as_str())
+        );
+        assert_eq!(
+            up.client_cert_cn, None,
+            "{cluster}: no proxy certificate with a user's token"
+        );
+    }
+}
+
 #[tokio::test]
 async fn token_passthrough_reviews_with_the_cluster_and_caches_briefly() {
     let iss = issuer().run().await;

@@ -26,6 +26,7 @@ pub fn apiserver() -> ApiBuilder {
         name: "fake".into(),
         bearer: None,
         client_roots: None,
+        client_cert_required: true,
         delay: None,
     }
 }
@@ -34,6 +35,7 @@ pub struct ApiBuilder {
     name: String,
     bearer: Option<String>,
     client_roots: Option<Arc<rustls::RootCertStore>>,
+    client_cert_required: bool,
     delay: Option<Duration>,
 }
 
@@ -53,6 +55,13 @@ impl ApiBuilder {
         self.client_roots = Some(ca.roots());
         self
     }
+    /// Ask for a TLS client certificate chaining to `ca`, but serve clients without one (to see
+    /// which requests carry it).
+    pub fn accept_client_cert(mut self, ca: &Ca) -> Self {
+        self.client_roots = Some(ca.roots());
+        self.client_cert_required = false;
+        self
+    }
     /// Sleep this long (after recording) before sending response headers.
     pub fn delay_headers(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
@@ -63,7 +72,11 @@ impl ApiBuilder {
         let ca = Ca::new(&format!("fake-apiserver-ca-{}", self.name));
         let tls = ca
             .issue_server(&["127.0.0.1", "localhost", "::1"])
-            .server_config_client_roots(&[b"h2", b"http/1.1"], self.client_roots);
+            .server_config_client_auth(
+                &[b"h2", b"http/1.1"],
+                self.client_roots,
+                self.client_cert_required,
+            );
         let shared = Arc::new(ApiShared {
             name: self.name,
             bearer: self.bearer,

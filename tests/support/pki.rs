@@ -172,15 +172,29 @@ impl Issued {
         alpn: &[&[u8]],
         client_roots: Option<Arc<rustls::RootCertStore>>,
     ) -> Arc<rustls::ServerConfig> {
+        self.server_config_client_auth(alpn, client_roots, true)
+    }
+
+    /// As [`Ca::server_config_client_roots`]; with `required` false a client certificate is
+    /// asked for but a client without one is served too.
+    pub fn server_config_client_auth(
+        &self,
+        alpn: &[&[u8]],
+        client_roots: Option<Arc<rustls::RootCertStore>>,
+        required: bool,
+    ) -> Arc<rustls::ServerConfig> {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("provider supports default versions");
         let builder = match client_roots {
             None => builder.with_no_client_auth(),
             Some(roots) => {
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-                    .build()
-                    .expect("client verifier");
+                let mut verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
+                if !required {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier.build().expect("client verifier");
                 builder.with_client_cert_verifier(verifier)
             }
         };
