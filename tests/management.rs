@@ -352,6 +352,10 @@ async fn the_clusters_file_is_reread_with_the_same_rules() {
     std::fs::write(&file, "clusters: [").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(r.served_by("k8s").await.as_deref(), Ok("b"));
+    // So does an emptied file (a write caught between truncate and write, or a mistake).
+    std::fs::write(&file, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(r.served_by("k8s").await.as_deref(), Ok("b"));
     // Dropping an entry removes it; the Secret's "spare" comes back.
     std::fs::write(&file, "clusters:\n").unwrap();
     r.wait_served_by("k8s", Err(StatusCode::NOT_FOUND)).await;

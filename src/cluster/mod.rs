@@ -290,8 +290,16 @@ impl Registry {
         cancel: CancellationToken,
     ) {
         let registry = self.clone();
-        let read_all = |path: &Path| -> Option<(u64, Result<Loaded, crate::config::ConfigError>)> {
-            let bytes = std::fs::read(path).ok()?;
+        // `settled`: only once the file has stopped changing (see `read_settled`); the cheap read
+        // is enough to see that nothing changed.
+        let read_all = |path: &Path,
+                        settled: bool|
+         -> std::io::Result<(u64, Result<Loaded, crate::config::ConfigError>)> {
+            let bytes = if settled {
+                crate::config::reload::read_settled(path)?
+            } else {
+                std::fs::read(path)?
+            };
             let loaded = crate::config::clusters::parse(path, &String::from_utf8_lossy(&bytes));
             let mut all = bytes;
             if let Ok(l) = &loaded {
@@ -300,14 +308,21 @@ impl Registry {
                     all.push(0);
                 }
             }
-            Some((fingerprint(&all, None), loaded))
+            Ok((fingerprint(&all, None), loaded))
         };
-        let last = Mutex::new(read_all(&path).map(|(print, _)| print));
+        let last = Mutex::new(read_all(&path, false).ok().map(|(print, _)| print));
         let handle = tokio::runtime::Handle::current();
         crate::config::reload::poll_until_cancelled(every, cancel, move || {
-            let Some((print, loaded)) = read_all(&path) else {
-                tracing::warn!(file = %path.display(), "clusters file cannot be read; keeping the clusters as they are");
+            let unchanged = |print: u64| *last.lock().unwrap_or_else(|e| e.into_inner()) == Some(print);
+            if matches!(read_all(&path, false), Ok((print, _)) if unchanged(print)) {
                 return;
+            }
+            let (print, loaded) = match read_all(&path, true) {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "clusters file cannot be read; keeping the clusters as they are");
+                    return;
+                }
             };
             let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
             if *last == Some(print) {

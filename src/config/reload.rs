@@ -9,6 +9,29 @@ use tokio_util::sync::CancellationToken;
 /// Polls are never more often than this, whatever the flag says.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a changed file must stay the same before it is believed: `echo > file` and most
+/// editors truncate first and write after, and a poll between the two would read nothing.
+pub const SETTLE: Duration = Duration::from_millis(50);
+
+/// Reads `path` for a reload: the bytes once two reads `SETTLE` apart agree, and never a file
+/// that is empty (a write in progress, or a truncation nobody meant as "remove everything").
+/// Blocking; call it from the poll closure.
+pub fn read_settled(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    for _ in 0..10 {
+        std::thread::sleep(SETTLE);
+        let again = std::fs::read(path)?;
+        if again == bytes {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(std::io::Error::other("the file is empty"));
+            }
+            return Ok(bytes);
+        }
+        bytes = again;
+    }
+    Err(std::io::Error::other("the file is still being written"))
+}
+
 /// Runs `check` every `every` until `cancel` fires, on the blocking pool (it reads files). The
 /// first run is one interval after the call: the caller has just loaded the file itself.
 pub fn poll_until_cancelled<F>(every: Duration, cancel: CancellationToken, check: F)
@@ -35,6 +58,29 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_file_is_read_once_it_stops_changing_and_never_empty() {
+        let dir = std::env::temp_dir().join(format!("kop-settle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, "").unwrap();
+        // Truncated now, written a moment later: the reader waits for the final content.
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(SETTLE / 2);
+                std::fs::write(&path, "clusters: []\n").unwrap();
+            })
+        };
+        assert_eq!(read_settled(&path).unwrap(), b"clusters: []\n");
+        writer.join().unwrap();
+        std::fs::write(&path, " \n").unwrap();
+        let empty = read_settled(&path).unwrap_err();
+        assert!(empty.to_string().contains("empty"), "{empty}");
+        assert!(read_settled(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[tokio::test]
     async fn polls_until_cancelled() {

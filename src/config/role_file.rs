@@ -76,9 +76,17 @@ pub fn spawn_reloader(
 ) {
     let last = std::sync::Mutex::new(std::fs::read(&path).ok());
     super::reload::poll_until_cancelled(every, cancel, move || {
-        let Ok(bytes) = std::fs::read(&path) else {
-            tracing::warn!(file = %path.display(), "role file cannot be read; keeping the last good version");
+        let unchanged =
+            |bytes: Vec<u8>| last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&bytes);
+        if std::fs::read(&path).is_ok_and(unchanged) {
             return;
+        }
+        let bytes = match super::reload::read_settled(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "role file cannot be read; keeping the last good version");
+                return;
+            }
         };
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
         if last.as_ref() == Some(&bytes) {
