@@ -17,6 +17,7 @@ async fn hostile_tokens_are_refused_with_a_bare_401() {
     let a = apiserver().name("a").run().await;
     let p = proxy(&iss)
         .arg("--oidc-required-claim=tenant=blue")
+        .arg("--oidc-jwks-min-refetch-interval=100ms") // the unknown kid waits for one fetch
         .cluster("a", &a, "", Cred::Token("t".into()))
         .run()
         .await;
@@ -131,39 +132,57 @@ async fn rotated_keys_are_picked_up_and_unknown_kids_refetch_at_most_once_per_wi
         .await;
     let fetches_at_start = iss.jwks_fetches();
 
-    // A burst of tokens with kids nobody published: at most one fetch for all of them.
-    for i in 0..20 {
-        let t = iss
-            .token()
-            .groups(&["a:devops"])
-            .kid(Some(&format!("bogus-{i}")))
-            .sign();
-        assert_eq!(p.get("/a/version", Some(&t)).await.0, StatusCode::UNAUTHORIZED);
-    }
-    assert!(
-        iss.jwks_fetches() - fetches_at_start <= 1,
-        "fetches: {}",
-        iss.jwks_fetches() - fetches_at_start
+    // A burst of tokens with kids nobody published: all wait for one fetch, all refused.
+    let bogus: Vec<String> = (0..20)
+        .map(|i| {
+            iss.token()
+                .groups(&["a:devops"])
+                .kid(Some(&format!("bogus-{i}")))
+                .sign()
+        })
+        .collect();
+    let codes = futures_util::future::join_all(bogus.iter().map(|t| p.get("/a/version", Some(t)))).await;
+    assert!(codes.iter().all(|c| c.0 == StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        iss.jwks_fetches() - fetches_at_start,
+        1,
+        "one fetch for the burst"
     );
 
-    // The issuer rotates: the new kid is unknown, the proxy refetches and accepts it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The issuer rotates right after that fetch, inside the window: tokens signed with the new
+    // key wait for the next permitted fetch instead of getting 401, and share it.
     iss.rotate();
-    let t = iss.token().groups(&["a:devops"]).sign();
+    let fetches_before = iss.jwks_fetches();
+    let started = std::time::Instant::now();
+    let fresh: Vec<String> = (0..30)
+        .map(|_| iss.token().groups(&["a:devops"]).sign())
+        .collect();
+    let codes = futures_util::future::join_all(fresh.iter().map(|t| p.get("/a/version", Some(t)))).await;
+    assert!(
+        codes.iter().all(|c| c.0 == StatusCode::OK),
+        "rotated key accepted: {:?}",
+        codes.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
     assert_eq!(
-        p.get("/a/version", Some(&t)).await.0,
-        StatusCode::OK,
-        "rotated key accepted after refetch"
+        iss.jwks_fetches() - fetches_before,
+        1,
+        "one fetch for all of them"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "held only until the window ended: {:?}",
+        started.elapsed()
     );
 
     // Cached tokens are served without verification work: the same token again.
+    let t = &fresh[0];
     let hits_before = p
         .running()
         .authn
         .stats
         .cache_hits
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(p.get("/a/version", Some(&t)).await.0, StatusCode::OK);
+    assert_eq!(p.get("/a/version", Some(t)).await.0, StatusCode::OK);
     let hits_after = p
         .running()
         .authn
@@ -171,6 +190,30 @@ async fn rotated_keys_are_picked_up_and_unknown_kids_refetch_at_most_once_per_wi
         .cache_hits
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(hits_after, hits_before + 1);
+}
+
+#[tokio::test]
+async fn a_window_longer_than_the_hold_bound_refuses_instead_of_waiting() {
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    let a = apiserver().name("a").run().await;
+    support::objects::grant_discovery(a.store());
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .arg("--oidc-jwks-min-refetch-interval=10m")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    iss.rotate();
+    let fetches = iss.jwks_fetches();
+    let started = std::time::Instant::now();
+    let t = iss.token().groups(&["a:devops"]).sign();
+    assert_eq!(p.get("/a/version", Some(&t)).await.0, StatusCode::UNAUTHORIZED);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(iss.jwks_fetches(), fetches, "no fetch inside the window");
 }
 
 #[tokio::test]

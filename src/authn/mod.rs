@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod claims;
 pub mod issuer;
+pub mod jws;
 pub mod keys;
 pub mod user;
 
@@ -30,6 +31,13 @@ use keys::KeySet;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 30;
+
+/// Requests with an unknown `kid` that may wait for the next key fetch at once.
+pub const MAX_HELD: usize = 1024;
+
+/// The longest such a request waits for that fetch: with `--oidc-jwks-min-refetch-interval`
+/// above it, a token arriving early in the window is refused as before.
+pub const MAX_HOLD: Duration = Duration::from_secs(15);
 
 /// Why a token was refused, or why the issuer could not be used. The details go to debug logs
 /// only: a client always gets a bare 401.
@@ -129,6 +137,11 @@ pub struct Authenticator {
     cache: TokenCache,
     /// Serialises key fetches and remembers when the last one happened (single flight).
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Key fetches started (always under `last_fetch`): a request held for the next fetch knows
+    /// one began after it arrived once this moves, and, holding the lock, that it has finished.
+    fetches_started: AtomicU64,
+    /// Places for requests held until the next permitted fetch (see [`MAX_HELD`]).
+    held: tokio::sync::Semaphore,
     pub stats: AuthnStats,
 }
 
@@ -153,6 +166,8 @@ impl Authenticator {
             jwks_uri: ArcSwap::from_pointee(None),
             ready: AtomicBool::new(false),
             last_fetch: tokio::sync::Mutex::new(None),
+            fetches_started: AtomicU64::new(0),
+            held: tokio::sync::Semaphore::new(MAX_HELD),
             stats: AuthnStats::default(),
             cfg,
         }))
@@ -185,40 +200,14 @@ impl Authenticator {
         if !self.is_ready() {
             return Err(AuthnError::NotReady);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
-        // No JWS extension is supported: a `crit` header must be refused (RFC 7515 4.1.11, as
-        // go-jose in kube-apiserver does), and so must an unencoded payload (`b64: false`).
-        if header.crit.is_some() || !matches!(header.extras.get::<bool>("b64"), Ok(None | Some(true))) {
-            return Err(AuthnError::Invalid("unsupported JWS header extension".into()));
-        }
-        if !self.algorithms.contains(&header.alg) {
-            return Err(AuthnError::Algorithm(format!("{:?}", header.alg)));
-        }
-        if let Some(kid) = header.kid.as_deref()
+        let jws = jws::parse(token, &self.algorithms)?;
+        if let Some(kid) = jws.header.kid.as_deref()
             && !self.keys.load().has_kid(kid)
         {
             self.refetch_for_unknown_kid(kid).await;
         }
-        // The signature covers `header.payload` exactly as sent.
-        let (message, signature) = token.rsplit_once('.').ok_or(AuthnError::Malformed)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| AuthnError::Malformed)?;
-        let keys = self.keys.load();
-        let mut candidates = keys.candidates(header.kid.as_deref(), header.alg).peekable();
-        if candidates.peek().is_none() {
-            return Err(AuthnError::UnknownKey);
-        }
-        if !candidates.any(|k| k.verifies(header.alg, message.as_bytes(), &signature)) {
-            return Err(AuthnError::Invalid("signature does not verify".into()));
-        }
-        // Only a verified payload is parsed.
-        let claims = message
-            .split_once('.')
-            .and_then(|(_, payload)| URL_SAFE_NO_PAD.decode(payload).ok())
-            .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
-            .ok_or(AuthnError::Malformed)?;
-        self.check_registered_claims(&claims)?;
+        let claims = jws::verify(&self.keys.load(), &jws)?;
+        jws::check_registered_claims(&claims, &self.cfg.issuer_url, &self.cfg.client_id, unix_now())?;
         self.accept(claims)
     }
 
@@ -239,48 +228,6 @@ impl Authenticator {
             .is_some_and(|c| c.get("iss").and_then(Value::as_str) == Some(self.cfg.issuer_url.as_str()))
     }
 
-    /// `exp`, `nbf`, `iss` and `aud` as kube-apiserver checks them: `exp`, `iss` and `aud` are
-    /// required, times are JSON numbers compared with [`LEEWAY_SECS`] of clock skew, `aud` is a
-    /// string or a list of strings that must hold the client ID.
-    fn check_registered_claims(&self, c: &Map<String, Value>) -> Result<(), AuthnError> {
-        let invalid = |why: &str| Err(AuthnError::Invalid(why.to_string()));
-        let now = unix_now() as f64;
-        let leeway = LEEWAY_SECS as f64;
-        match c.get("exp").map(Value::as_f64) {
-            None => return invalid("token has no exp claim"),
-            Some(None) => return invalid("exp is not a number"),
-            Some(Some(exp)) if exp < now - leeway => return invalid("token has expired"),
-            Some(Some(_)) => {}
-        }
-        match c.get("nbf").map(Value::as_f64) {
-            Some(None) => return invalid("nbf is not a number"),
-            Some(Some(nbf)) if nbf > now + leeway => return invalid("token is not valid yet"),
-            _ => {}
-        }
-        match c.get("iss") {
-            Some(Value::String(iss)) if *iss == self.cfg.issuer_url => {}
-            Some(Value::String(_)) => return invalid("token is from another issuer"),
-            Some(_) => return invalid("iss is not a string"),
-            None => return invalid("token has no iss claim"),
-        }
-        let audiences: Vec<&str> = match c.get("aud") {
-            Some(Value::String(a)) => vec![a.as_str()],
-            Some(Value::Array(list)) => {
-                let strings: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
-                if strings.len() != list.len() {
-                    return invalid("aud holds something other than strings");
-                }
-                strings
-            }
-            Some(_) => return invalid("aud is not a string or a list"),
-            None => return invalid("token has no aud claim"),
-        };
-        if !audiences.contains(&self.cfg.client_id.as_str()) {
-            return invalid("token is for another audience");
-        }
-        Ok(())
-    }
-
     fn accept(&self, claims: Map<String, Value>) -> Result<(User, u64), AuthnError> {
         let now = unix_now();
         if let Some(iat) = claims.get("iat") {
@@ -297,14 +244,29 @@ impl Authenticator {
 
     /// An unknown `kid` usually means the issuer rotated keys: fetch again, but at most once per
     /// `min_refetch_interval` however many unknown kids arrive, and only one fetch at a time.
+    /// A token that arrives inside the window is held until the next permitted fetch rather
+    /// than refused, so a rotation never costs a valid token a 401: every request waiting when
+    /// that fetch ends takes its answer from it, so a flood of made-up kids still causes one
+    /// fetch per window. At most [`MAX_HELD`] requests wait, for at most [`MAX_HOLD`]; past
+    /// either bound the token is checked against the keys at hand (and refused if its kid is
+    /// still unknown).
     async fn refetch_for_unknown_kid(&self, kid: &str) {
+        let Ok(_place) = self.held.try_acquire() else {
+            return;
+        };
+        let arrived = self.fetches_started.load(Ordering::Acquire);
         let mut last = self.last_fetch.lock().await;
-        if self.keys.load().has_kid(kid) {
-            return; // someone else's fetch brought it while we waited
+        if self.keys.load().has_kid(kid) || self.fetches_started.load(Ordering::Acquire) != arrived {
+            return; // a fetch began after this token arrived and has ended: its keys are the answer
         }
-        if last.is_some_and(|t| t.elapsed() < self.cfg.min_refetch_interval) {
+        let wait = last.map_or(Duration::ZERO, |t| {
+            self.cfg.min_refetch_interval.saturating_sub(t.elapsed())
+        });
+        if wait > MAX_HOLD {
             return;
         }
+        // Holding the lock: requests behind it wait for this fetch, not one each.
+        tokio::time::sleep(wait).await;
         let uri = self.jwks_uri.load();
         let Some(uri) = uri.as_ref() else { return };
         *last = Some(Instant::now());
@@ -313,7 +275,9 @@ impl Authenticator {
         }
     }
 
+    /// Called with `last_fetch` held.
     async fn fetch_keys(&self, jwks_uri: &str) -> Result<(), AuthnError> {
+        self.fetches_started.fetch_add(1, Ordering::AcqRel);
         self.stats.key_fetches.fetch_add(1, Ordering::Relaxed);
         let result = self.client.keys(jwks_uri).await.and_then(|set| {
             let keys = KeySet::from_jwks(&set);
@@ -401,63 +365,5 @@ mod tests {
             assert!(parse_signing_algs(&[bad.into()]).is_err(), "{bad}");
         }
         assert!(parse_signing_algs(&[]).is_err());
-    }
-
-    #[test]
-    fn registered_claims_follow_kube_apiserver() {
-        let a = Authenticator::new(OidcConfig {
-            issuer_url: "https://issuer.example".into(),
-            client_id: "kube".into(),
-            ca_pem: None,
-            signing_algs: vec![Algorithm::RS256],
-            mapping: ClaimMapping::default(),
-            refresh_interval: Duration::from_secs(3600),
-            min_refetch_interval: Duration::from_secs(10),
-            cache_size: 10,
-        })
-        .unwrap();
-        let now = unix_now() as f64;
-        let good = serde_json::json!({
-            "iss": "https://issuer.example", "aud": "kube", "exp": now + 60.0, "nbf": now - 1.0,
-        });
-        let with = |k: &str, v: Value| {
-            let mut c = good.as_object().unwrap().clone();
-            c.insert(k.into(), v);
-            c
-        };
-        let without = |k: &str| {
-            let mut c = good.as_object().unwrap().clone();
-            c.remove(k);
-            c
-        };
-        let accepted = [
-            good.as_object().unwrap().clone(),
-            without("nbf"),
-            with("aud", serde_json::json!(["other", "kube"])),
-            // Within the 30 s of allowed clock skew, either way; fractional times are numbers too.
-            with("exp", serde_json::json!(now - 20.0)),
-            with("nbf", serde_json::json!(now + 20.5)),
-        ];
-        for c in accepted {
-            assert!(a.check_registered_claims(&c).is_ok(), "{c:?}");
-        }
-        let refused = [
-            without("exp"),
-            without("iss"),
-            without("aud"),
-            with("exp", serde_json::json!(now - 40.0)),
-            with("exp", serde_json::json!("never")),
-            with("nbf", serde_json::json!(now + 40.0)),
-            with("nbf", serde_json::json!(null)),
-            with("iss", serde_json::json!("https://issuer.example/")),
-            with("iss", serde_json::json!(["https://issuer.example"])),
-            with("aud", serde_json::json!("kube2")),
-            with("aud", serde_json::json!(["kube", 1])),
-            with("aud", serde_json::json!([])),
-            with("aud", serde_json::json!({"kube": true})),
-        ];
-        for c in refused {
-            assert!(a.check_registered_claims(&c).is_err(), "{c:?}");
-        }
     }
 }
