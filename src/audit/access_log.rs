@@ -95,6 +95,22 @@ fn json_line(
         v["extra"] = serde_json::to_value(&u.extra).unwrap_or_default();
     }
     let mut line = v.to_string();
+    // serde_json escapes C0 only: DEL, C1 and the invisible characters are escaped here as
+    // `\uXXXX` (surrogate pairs above U+FFFF), so a JSON line shows what the text line shows.
+    if line.bytes().any(|b| b >= 0x7f) && line.chars().any(|c| c.is_control() || invisible(c)) {
+        let mut escaped = String::with_capacity(line.len() + 16);
+        for c in line.chars() {
+            if c.is_control() || invisible(c) {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(escaped, "\\u{unit:04x}");
+                }
+            } else {
+                escaped.push(c);
+            }
+        }
+        line = escaped;
+    }
     line.push('\n');
     line
 }
@@ -377,6 +393,36 @@ mod tests {
         assert_eq!(v["event"], "AuFail");
         assert_eq!(v["code"], 401);
         assert!(v.get("user").is_none());
+    }
+
+    #[test]
+    fn json_lines_escape_what_a_terminal_would_act_on_or_hide() {
+        let mut u = user();
+        u.name = "ann\u{9b}31m\u{7f}\u{202e}gpj.exe\u{e0041}é".into();
+        let c = Client {
+            ip: "::1".parse().unwrap(),
+            forwarded_for: Some("10.0.0.1\u{2028}"),
+            uri: "/k/api/v1/pods",
+        };
+        let extra = Extra {
+            request_id: "rid-1",
+            cluster: Some("k"),
+            code: 200,
+        };
+        let line = success(Format::Json, datetime!(2021-11-25 01:05:17 UTC), &c, &u, &extra);
+        let body = line.strip_suffix('\n').unwrap();
+        assert!(
+            !body.chars().any(|ch| ch.is_control() || invisible(ch)),
+            "{line:?}"
+        );
+        assert!(
+            body.contains("\\u009b") && body.contains("\\udb40\\udc41"),
+            "{line}"
+        );
+        assert!(body.contains('é'), "visible non-ASCII stays as it is: {line}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["user"], u.name.as_str(), "the escapes decode to the same value");
+        assert_eq!(v["forwarded_for"], "10.0.0.1\u{2028}");
     }
 
     #[test]
