@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   run the proxy in front of local clusters and Keycloak
 #   make test   run every test ring
-.PHONY: test e2e lint build release demo
+.PHONY: test e2e lint build release demo fuzz-smoke
 
 test: lint
 	cargo test --all-targets
@@ -24,3 +24,8 @@ build:
 
 demo:
 	e2e/demo
+
+# Each fuzz target for a minute (nightly; fuzz/run installs what it needs). Hour-long runs:
+# fuzz/run 3600.
+fuzz-smoke:
+	fuzz/run 60
