@@ -389,6 +389,57 @@ if grep -q 'AuSuccess src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/dev/pods' 
 if grep -q 'AuFail src:\[127.0.0.1 / \] URI:/k8s/api/v1/namespaces/prod/pods' "$KOP_ACCESS_LOG"; then ok "AuFail lines"; else bad "AuFail lines" "$(tail -3 "$KOP_ACCESS_LOG")"; fi
 if grep -qF "${TOK[ann]:0:40}" "$KOP_E2E_DIR"/logs/proxy*.log; then bad "no token in the proxy's logs"; else ok "no token in the proxy's logs"; fi
 
+echo "== key rotation under load"
+# The realm starts signing with a new key right after the proxy fetched keys (a made-up kid makes
+# it fetch), so tokens with the new kid arrive inside --oidc-jwks-min-refetch-interval (10 s):
+# they must wait for the next permitted fetch, not get 401. Four clients stream requests with
+# fresh tokens throughout.
+kid_of() { local h="${1%%.*}"; h="$(tr '_-' '/+' <<<"$h")"; while [ $(( ${#h} % 4 )) -ne 0 ]; do h="$h="; done; base64 -d <<<"$h" 2>/dev/null | jq -r .kid; }
+stream() { # seconds file
+  local end=$(( $(date +%s) + $1 )) t code
+  while [ "$(date +%s)" -lt "$end" ]; do
+    t="$(token ann)" || continue
+    [ -n "$t" ] && [ "$t" != null ] || continue
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 --cacert "$KOP_CA" -H "Authorization: Bearer $t" \
+      "$KOP_PROXY_URL/k8s/api/v1/namespaces/dev/pods")
+    echo "$(date +%s.%N) $(kid_of "$t") $code" >>"$2"
+  done
+}
+old_kid="$(kid_of "${TOK[ann]}")"
+kc_admin="$(curl -sf --cacert "$KOP_CA" -d grant_type=client_credentials -d client_id=kop-keys \
+  -d client_secret=kop-keys-e2e-only "$KOP_ISSUER/protocol/openid-connect/token" | jq -r .access_token)"
+realm_api="${KOP_ISSUER%/realms/*}/admin/realms/kop"
+realm_id="$(curl -sf --cacert "$KOP_CA" -H "Authorization: Bearer $kc_admin" "$realm_api" | jq -r .id)"
+rm -f "$OUT"/rotation-*.txt
+streams=()
+for i in 1 2 3 4; do stream 24 "$OUT/rotation-$i.txt" & streams+=($!); done
+sleep 3
+bogus_header="$(printf '{"alg":"RS256","kid":"e2e-unknown","typ":"JWT"}' | base64 -w0 | tr '+/' '-_' | tr -d '=')"
+curl -s -o /dev/null --cacert "$KOP_CA" -H "Authorization: Bearer $bogus_header.${TOK[ann]#*.}" "$KOP_PROXY_URL/k8s/version"
+fetched_at=$(date +%s.%N)
+rotated=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$KOP_CA" -H "Authorization: Bearer $kc_admin" \
+  -H 'Content-Type: application/json' "$realm_api/components" -d "{\"name\":\"e2e-rotated\",\"providerId\":\"rsa-generated\",
+  \"providerType\":\"org.keycloak.keys.KeyProvider\",\"parentId\":\"$realm_id\",
+  \"config\":{\"priority\":[\"500\"],\"keySize\":[\"2048\"],\"active\":[\"true\"],\"enabled\":[\"true\"],\"algorithm\":[\"RS256\"]}}")
+wait "${streams[@]}"
+cat "$OUT"/rotation-*.txt | sort -n >"$OUT/rotation.txt"
+total=$(wc -l <"$OUT/rotation.txt")
+refused=$(awk '$3 != 200' "$OUT/rotation.txt" | wc -l)
+new_kid_ok=$(awk -v old="$old_kid" '$2 != old && $3 == 200' "$OUT/rotation.txt" | wc -l)
+first_new=$(awk -v old="$old_kid" '$2 != old {print $1; exit}' "$OUT/rotation.txt")
+echo "      rotation: $total requests, $refused not 200, $new_kid_ok with the new key; key created: HTTP $rotated"
+if [ "$rotated" = 201 ] && [ "$refused" -eq 0 ] && [ "$new_kid_ok" -gt 0 ] && [ "$total" -gt 20 ]; then
+  ok "no valid token refused while the realm's key rotates ($total requests, $new_kid_ok signed with the new key)"
+else
+  bad "no valid token refused while the realm's key rotates" "$(awk '$3 != 200' "$OUT/rotation.txt" | head -5)"
+fi
+# The first new-kid token came back 200 although it was sent inside the refetch window: it was held.
+if [ -n "$first_new" ] && awk -v a="$fetched_at" -v b="$first_new" 'BEGIN { exit !(b - a < 10) }'; then
+  ok "...including tokens that arrived inside the refetch window"
+else
+  bad "...including tokens that arrived inside the refetch window" "fetch at $fetched_at, first new kid at $first_new"
+fi
+
 echo "== expired tokens"
 wait_s=$(( SHORT_AT + 33 - $(date +%s) ))
 [ "$wait_s" -gt 0 ] && sleep "$wait_s"
