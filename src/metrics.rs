@@ -225,6 +225,20 @@ impl Metrics {
     }
 }
 
+/// `VmRSS` of /proc/self/status, in bytes.
+fn process_rss_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// A throwaway registry holding this scrape's copies of the values owned elsewhere.
 fn scrape_registry(sources: &Sources<'_>) -> Registry {
     let authn = sources.authn.map(|a| a.authn_figures()).unwrap_or_default();
@@ -274,6 +288,29 @@ fn scrape_registry(sources: &Sources<'_>) -> Registry {
     ];
     for (name, help, value) in counters {
         reg.register(name, help, ConstCounter::new(value));
+    }
+    // What a leak would show first (the soak script watches these): tasks of the runtime
+    // serving this scrape, and the process's resident memory and open descriptors (Linux).
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        reg.register(
+            "kop_runtime_tasks",
+            "Tasks alive in the proxy's async runtime",
+            ConstGauge::new(handle.metrics().num_alive_tasks() as i64),
+        );
+    }
+    if let Some(rss) = process_rss_bytes() {
+        reg.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            ConstGauge::new(rss),
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        reg.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            ConstGauge::new(fds.count() as i64),
+        );
     }
     let depth = audit.queued.max(0);
     reg.register(

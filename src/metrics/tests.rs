@@ -323,3 +323,28 @@ fn shareable_across_tasks() {
     send_sync::<Metrics>();
     send_sync::<GaugeGuard>();
 }
+
+#[tokio::test]
+async fn process_and_runtime_figures_are_read_at_scrape_time() {
+    let m = Metrics::new();
+    let value = |out: &str, name: &str| -> i64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{out}"))
+            .parse()
+            .unwrap()
+    };
+    let before = m.render(&Sources::default());
+    assert!(value(&before, "process_resident_memory_bytes") > 1 << 20);
+    // Other tests of this process open and close files meanwhile: only a floor is certain.
+    assert!(value(&before, "process_open_fds") >= 3);
+    let tasks = value(&before, "kop_runtime_tasks");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let held = tokio::spawn(async move {
+        let _ = rx.await;
+    });
+    let during = m.render(&Sources::default());
+    assert_eq!(value(&during, "kop_runtime_tasks"), tasks + 1);
+    drop(tx);
+    held.await.unwrap();
+}
