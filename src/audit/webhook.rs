@@ -39,15 +39,18 @@ pub struct WebhookConfig {
     pub queue_size: usize,
     /// Time allowed for one attempt, connection included.
     pub timeout: Duration,
-    /// Attempts after the first one for 5xx, 429, timeouts and transport errors.
+    /// Attempts after the first one when the webhook answers 500, 501 or 505+. While it is
+    /// unavailable (no connection, no answer, 502, 503, 504, 429) an event is retried until it
+    /// goes through or the proxy shuts down.
     pub max_retries: u32,
     /// Wait before the first retry; doubled for each further retry, capped at 30 s.
     pub initial_backoff: Duration,
 }
 
 impl WebhookConfig {
-    /// A config for `url` with the defaults: 4096 queued events, 10 s per attempt, 5 retries
-    /// starting at 200 ms (about 6 s of backoff in all).
+    /// A config for `url` with the defaults: 4096 queued events, 10 s per attempt, 5 retries of
+    /// an error answer starting at 200 ms (about 6 s of backoff in all); retries of an
+    /// unavailable webhook at most 5 s apart, without limit.
     ///
     /// The queue holds whole events, bodies included: its worst-case memory is about
     /// `queue_size` times (the request body limit + 1 KiB).

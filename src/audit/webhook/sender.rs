@@ -28,6 +28,9 @@ use super::{
 /// few enough that a slow one is not hammered while the queue fills.
 pub const MAX_IN_FLIGHT: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// While the webhook is unavailable, each delivery slot tries again at least this often, so
+/// events flow again within seconds of its return (at most `MAX_IN_FLIGHT` attempts per period).
+const UNAVAILABLE_MAX_BACKOFF: Duration = Duration::from_secs(5);
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 /// At most one warning per interval about drops and give-ups; the counters carry the rest.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -209,6 +212,15 @@ struct Policy {
     initial_backoff: Duration,
 }
 
+/// Statuses that say the webhook is not there right now rather than that it refuses the event.
+fn unavailable(status: http::StatusCode) -> bool {
+    use http::StatusCode as S;
+    matches!(
+        status,
+        S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT | S::TOO_MANY_REQUESTS
+    )
+}
+
 /// Wait before retry number `retry` (1-based): the initial backoff doubled per retry, capped;
 /// a `Retry-After` from the webhook can lengthen it up to the cap.
 fn backoff(initial: Duration, retry: u32, retry_after: Option<Duration>) -> Duration {
@@ -311,28 +323,49 @@ async fn deliver(ev: AuditEvent, policy: Arc<Policy>, settle: Settle) {
         Err(e) => return settle.failed(format_args!("cannot serialize the event: {e}")),
     };
     drop(ev);
-    let mut retry = 0u32;
+    // Two kinds of failure. The webhook is *unavailable* (no connection, no answer in time, or
+    // 502, 503, 504, 429: what a load balancer or an overloaded sink says): the event waits
+    // for it, however long, so an outage loses nothing the queue can hold; meanwhile the queue
+    // fills and what does not fit is dropped and counted. The webhook *answered with an error*
+    // for this event (500, 501, 505...): retried `max_retries` times, so a poisonous event
+    // cannot hold a delivery slot forever. Any other 4xx refuses the event at once.
+    let (mut retry, mut errors) = (0u32, 0u32);
     loop {
-        let (why, retry_after) =
+        let (why, retry_after, unavailable) =
             match tokio::time::timeout(policy.timeout, policy.client.post(body.clone())).await {
                 Ok(Outcome::Status { status, .. }) if status.is_success() => return settle.sent(),
-                Ok(Outcome::Status { status, retry_after })
-                    if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    (format!("webhook answered {status}"), retry_after)
+                Ok(Outcome::Status { status, retry_after }) if unavailable(status) => {
+                    (format!("webhook answered {status}"), retry_after, true)
+                }
+                Ok(Outcome::Status { status, retry_after }) if status.is_server_error() => {
+                    (format!("webhook answered {status}"), retry_after, false)
                 }
                 Ok(Outcome::Status { status, .. }) => {
                     return settle.failed(format_args!("webhook refused it with {status}"));
                 }
-                Ok(Outcome::Transport(e)) => (e, None),
-                Err(_) => (format!("no answer within {:?}", policy.timeout), None),
+                Ok(Outcome::Transport(e)) => (e, None, true),
+                Err(_) => (format!("no answer within {:?}", policy.timeout), None, true),
             };
-        if retry >= policy.max_retries {
-            return settle.failed(format_args!("{why}; gave up after {} attempts", retry + 1));
+        if !unavailable {
+            if errors >= policy.max_retries {
+                return settle.failed(format_args!("{why}; gave up after {} attempts", retry + 1));
+            }
+            errors += 1;
         }
-        retry += 1;
-        let wait = backoff(policy.initial_backoff, retry, retry_after);
-        tracing::debug!(retry, ?wait, "audit webhook attempt failed, retrying: {why}");
+        retry = retry.saturating_add(1);
+        let wait = if unavailable {
+            backoff(policy.initial_backoff, retry, retry_after)
+                .min(UNAVAILABLE_MAX_BACKOFF.max(policy.initial_backoff))
+        } else {
+            backoff(policy.initial_backoff, retry, retry_after)
+        };
+        if unavailable && settle.shared.fail_warn.allow() {
+            tracing::warn!(
+                "audit webhook unavailable ({why}); events wait in the queue and are sent when it is back"
+            );
+        } else {
+            tracing::debug!(retry, ?wait, "audit webhook attempt failed, retrying: {why}");
+        }
         settle.shared.stats.retried.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;
     }
