@@ -440,6 +440,9 @@ else
   bad "...including tokens that arrived inside the refetch window" "fetch at $fetched_at, first new kid at $first_new"
 fi
 
+# shellcheck source=e2e/faults.sh
+source "$(dirname "${BASH_SOURCE[0]}")/faults.sh"
+
 echo "== expired tokens"
 wait_s=$(( SHORT_AT + 33 - $(date +%s) ))
 [ "$wait_s" -gt 0 ] && sleep "$wait_s"
