@@ -4,7 +4,9 @@
 //! ```text
 //! bench-issuer --cert server.crt --key server.key --addr-file issuer.url \
 //!              --mint 5001 --tokens-file tokens.txt [--groups bench:devops] [--client-id kube]
+//!              [--users N]
 //! ```
+//! With `--users N`, token i is for user `bench-user-<i mod N>`; without, all are for one user.
 //! Writes `--mint` distinct tokens (one per line) to `--tokens-file`, then `host:port` to
 //! `--addr-file` (so a script that sees the address can use the tokens; the issuer URL is
 //! `https://host:port`), then serves until killed.
@@ -28,6 +30,8 @@ fn main() {
     let tokens_file = args.get("tokens-file").map(PathBuf::from);
     let client_id = args.str("client-id", "kube");
     let ttl: u64 = args.num("ttl", 3 * 3600);
+    // `--users N`: token i is for user i mod N (sub and preferred_username); 0: all one user.
+    let users: usize = args.num("users", 0);
     let groups: Vec<String> = args
         .str("groups", "bench:devops")
         .split(',')
@@ -57,7 +61,15 @@ fn main() {
                     let from = t * per;
                     let to = ((t + 1) * per).min(mint);
                     (from..to)
-                        .map(|i| signing.sign(&bench_claims(&url, &client_id, &groups, i, ttl)))
+                        .map(|i| {
+                            let mut claims = bench_claims(&url, &client_id, &groups, i, ttl);
+                            if users > 0 {
+                                let user = format!("bench-user-{:05}", i % users);
+                                claims["sub"] = user.clone().into();
+                                claims["preferred_username"] = user.into();
+                            }
+                            signing.sign(&claims)
+                        })
                         .collect::<Vec<_>>()
                 }));
             }
