@@ -193,6 +193,36 @@ async fn rotated_keys_are_picked_up_and_unknown_kids_refetch_at_most_once_per_wi
 }
 
 #[tokio::test]
+async fn a_foreign_token_with_an_unknown_kid_costs_no_fetch_and_no_wait() {
+    // A ServiceAccount token on its way to a TokenReview looks like this: RS256, a kid, another
+    // issuer. It must neither wait for the refetch window nor cause a fetch.
+    let iss = issuer().run().await;
+    let a = apiserver().name("a").run().await;
+    let p = proxy(&iss)
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let fetches = iss.jwks_fetches();
+    let started = std::time::Instant::now();
+    let foreign = iss
+        .token()
+        .groups(&["a:devops"])
+        .iss("https://kubernetes.default.svc")
+        .kid(Some("sa-key-1"))
+        .sign();
+    assert_eq!(
+        p.get("/a/version", Some(&foreign)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(iss.jwks_fetches(), fetches, "no fetch for another issuer's kid");
+}
+
+#[tokio::test]
 async fn a_window_longer_than_the_hold_bound_refuses_instead_of_waiting() {
     let iss = issuer().key_kind(KeyKind::EcP256).run().await;
     let a = apiserver().name("a").run().await;

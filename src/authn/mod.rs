@@ -35,8 +35,9 @@ pub const LEEWAY_SECS: u64 = 30;
 /// Requests with an unknown `kid` that may wait for the next key fetch at once.
 pub const MAX_HELD: usize = 1024;
 
-/// The longest such a request waits for that fetch: with `--oidc-jwks-min-refetch-interval`
-/// above it, a token arriving early in the window is refused as before.
+/// The longest such a request waits for that fetch, in all (the fetch included): with
+/// `--oidc-jwks-min-refetch-interval` above it, a token arriving early in the window is refused
+/// as before.
 pub const MAX_HOLD: Duration = Duration::from_secs(15);
 
 /// Why a token was refused, or why the issuer could not be used. The details go to debug logs
@@ -126,6 +127,17 @@ impl crate::metrics::AuthnCounters for AuthnStats {
     }
 }
 
+/// Key fetches, numbered in the order they start.
+#[derive(Default)]
+struct Fetches {
+    last_start: Option<Instant>,
+    started: u64,
+    /// The highest number of a finished fetch (they can finish out of order).
+    finished: u64,
+    /// A fetch for an unknown kid is waiting for its turn or running.
+    scheduled: bool,
+}
+
 pub struct Authenticator {
     cfg: OidcConfig,
     client: IssuerClient,
@@ -135,11 +147,10 @@ pub struct Authenticator {
     jwks_uri: ArcSwap<Option<String>>,
     ready: AtomicBool,
     cache: TokenCache,
-    /// Serialises key fetches and remembers when the last one happened (single flight).
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
-    /// Key fetches started (always under `last_fetch`): a request held for the next fetch knows
-    /// one began after it arrived once this moves, and, holding the lock, that it has finished.
-    fetches_started: AtomicU64,
+    /// When key fetches started and finished, and whether one is scheduled for an unknown kid.
+    fetches: std::sync::Mutex<Fetches>,
+    /// The highest sequence number of a finished fetch, for requests waiting on one.
+    fetched: tokio::sync::watch::Sender<u64>,
     /// Places for requests held until the next permitted fetch (see [`MAX_HELD`]).
     held: tokio::sync::Semaphore,
     pub stats: AuthnStats,
@@ -165,8 +176,8 @@ impl Authenticator {
             keys: ArcSwap::from_pointee(KeySet::default()),
             jwks_uri: ArcSwap::from_pointee(None),
             ready: AtomicBool::new(false),
-            last_fetch: tokio::sync::Mutex::new(None),
-            fetches_started: AtomicU64::new(0),
+            fetches: std::sync::Mutex::new(Fetches::default()),
+            fetched: tokio::sync::watch::Sender::new(0),
             held: tokio::sync::Semaphore::new(MAX_HELD),
             stats: AuthnStats::default(),
             cfg,
@@ -179,7 +190,7 @@ impl Authenticator {
     }
 
     /// Verifies a bearer token and maps it to a user; repeat tokens come from the cache.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<User>, AuthnError> {
+    pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Arc<User>, AuthnError> {
         let now = Instant::now();
         let key = TokenCache::key(token);
         if let Some(user) = self.cache.get(&key, now) {
@@ -196,13 +207,16 @@ impl Authenticator {
         Ok(user)
     }
 
-    async fn verify(&self, token: &str) -> Result<(User, u64), AuthnError> {
+    async fn verify(self: &Arc<Self>, token: &str) -> Result<(User, u64), AuthnError> {
         if !self.is_ready() {
             return Err(AuthnError::NotReady);
         }
         let jws = jws::parse(token, &self.algorithms)?;
+        // Only a token that says it is ours may cost a fetch: a ServiceAccount token on its way
+        // to a TokenReview (--token-passthrough) has a kid too, and must not wait for one.
         if let Some(kid) = jws.header.kid.as_deref()
             && !self.keys.load().has_kid(kid)
+            && self.claims_our_issuer(token)
         {
             self.refetch_for_unknown_kid(kid).await;
         }
@@ -243,41 +257,91 @@ impl Authenticator {
     }
 
     /// An unknown `kid` usually means the issuer rotated keys: fetch again, but at most once per
-    /// `min_refetch_interval` however many unknown kids arrive, and only one fetch at a time.
-    /// A token that arrives inside the window is held until the next permitted fetch rather
-    /// than refused, so a rotation never costs a valid token a 401: every request waiting when
-    /// that fetch ends takes its answer from it, so a flood of made-up kids still causes one
-    /// fetch per window. At most [`MAX_HELD`] requests wait, for at most [`MAX_HOLD`]; past
-    /// either bound the token is checked against the keys at hand (and refused if its kid is
-    /// still unknown).
-    async fn refetch_for_unknown_kid(&self, kid: &str) {
+    /// `min_refetch_interval` however many unknown kids arrive, and only one such fetch at a
+    /// time. A token that arrives inside the window waits for the next permitted fetch rather
+    /// than being refused, so a rotation never costs a valid token a 401; every request
+    /// waiting when that fetch ends takes its answer from it, so a flood of made-up kids still
+    /// causes one fetch per window. The fetch runs in a task of its own: a client that goes
+    /// away cannot cancel it for the others. At most [`MAX_HELD`] requests wait, each for at
+    /// most [`MAX_HOLD`] in all; past either bound the token is checked against the keys at
+    /// hand (and refused while its kid is unknown).
+    async fn refetch_for_unknown_kid(self: &Arc<Self>, kid: &str) {
         let Ok(_place) = self.held.try_acquire() else {
             return;
         };
-        let arrived = self.fetches_started.load(Ordering::Acquire);
-        let mut last = self.last_fetch.lock().await;
-        if self.keys.load().has_kid(kid) || self.fetches_started.load(Ordering::Acquire) != arrived {
-            return; // a fetch began after this token arrived and has ended: its keys are the answer
-        }
-        let wait = last.map_or(Duration::ZERO, |t| {
-            self.cfg.min_refetch_interval.saturating_sub(t.elapsed())
-        });
-        if wait > MAX_HOLD {
-            return;
-        }
-        // Holding the lock: requests behind it wait for this fetch, not one each.
-        tokio::time::sleep(wait).await;
-        let uri = self.jwks_uri.load();
-        let Some(uri) = uri.as_ref() else { return };
-        *last = Some(Instant::now());
-        if let Err(e) = self.fetch_keys(uri).await {
-            tracing::warn!(error = %e, "refetching issuer keys for an unknown kid failed");
+        let deadline = tokio::time::Instant::now() + MAX_HOLD;
+        let mut finished = self.fetched.subscribe();
+        let arrived = self.lock_fetches().started;
+        loop {
+            if self.keys.load().has_kid(kid) {
+                return;
+            }
+            {
+                let mut f = self.lock_fetches();
+                if f.finished > arrived {
+                    return; // a fetch that began after this token arrived has ended
+                }
+                if !f.scheduled {
+                    let wait = f.last_start.map_or(Duration::ZERO, |t| {
+                        self.cfg.min_refetch_interval.saturating_sub(t.elapsed())
+                    });
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return;
+                    }
+                    f.scheduled = true;
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        this.fetch_for_unknown_kid().await;
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, finished.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
         }
     }
 
-    /// Called with `last_fetch` held.
+    async fn fetch_for_unknown_kid(&self) {
+        let seq = self.begin_fetch();
+        let uri = self.jwks_uri.load_full();
+        let result = match uri.as_ref() {
+            Some(uri) => self.fetch_keys(uri).await,
+            None => Err(AuthnError::Fetch(
+                "the issuer's discovery has not answered yet".into(),
+            )),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "refetching issuer keys for an unknown kid failed");
+        }
+        self.lock_fetches().scheduled = false;
+        self.end_fetch(seq);
+    }
+
+    fn lock_fetches(&self) -> std::sync::MutexGuard<'_, Fetches> {
+        self.fetches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers a fetch that starts now.
+    fn begin_fetch(&self) -> u64 {
+        let mut f = self.lock_fetches();
+        f.started += 1;
+        f.last_start = Some(Instant::now());
+        f.started
+    }
+
+    /// Marks fetch `seq` finished (keys stored or not) and wakes the requests waiting on one.
+    fn end_fetch(&self, seq: u64) {
+        let finished = {
+            let mut f = self.lock_fetches();
+            f.finished = f.finished.max(seq);
+            f.finished
+        };
+        self.fetched.send_replace(finished);
+    }
+
     async fn fetch_keys(&self, jwks_uri: &str) -> Result<(), AuthnError> {
-        self.fetches_started.fetch_add(1, Ordering::AcqRel);
         self.stats.key_fetches.fetch_add(1, Ordering::Relaxed);
         let result = self.client.keys(jwks_uri).await.and_then(|set| {
             let keys = KeySet::from_jwks(&set);
@@ -305,17 +369,21 @@ impl Authenticator {
 
     /// Discovery plus keys; used at start and for the periodic refresh.
     pub async fn refresh(&self) -> Result<(), AuthnError> {
-        let mut last = self.last_fetch.lock().await;
-        let uri = self
-            .client
-            .discover(&self.cfg.issuer_url)
-            .await
-            .inspect_err(|_| {
-                self.stats.key_fetch_failures.fetch_add(1, Ordering::Relaxed);
-            })?;
-        self.jwks_uri.store(Arc::new(Some(uri.clone())));
-        *last = Some(Instant::now());
-        self.fetch_keys(&uri).await
+        let seq = self.begin_fetch();
+        let result = async {
+            let uri = self
+                .client
+                .discover(&self.cfg.issuer_url)
+                .await
+                .inspect_err(|_| {
+                    self.stats.key_fetch_failures.fetch_add(1, Ordering::Relaxed);
+                })?;
+            self.jwks_uri.store(Arc::new(Some(uri.clone())));
+            self.fetch_keys(&uri).await
+        }
+        .await;
+        self.end_fetch(seq);
+        result
     }
 
     /// Loads the keys (retrying with backoff until it works) and then refreshes them
