@@ -329,6 +329,11 @@ async fn deliver(ev: AuditEvent, policy: Arc<Policy>, settle: Settle) {
     // fills and what does not fit is dropped and counted. The webhook *answered with an error*
     // for this event (500, 501, 505...): retried `max_retries` times, so a poisonous event
     // cannot hold a delivery slot forever. Any other 4xx refuses the event at once.
+    // "Unavailable" is the webhook's state, not the event's: once other events have gone
+    // through since this one was first tried, its failures count against `max_retries` too
+    // (an event the webhook always times out on, or a sink that crashes on it behind a load
+    // balancer answering 502, must not hold a delivery slot forever).
+    let sent_before = settle.shared.stats.sent.load(Ordering::Relaxed);
     let (mut retry, mut errors) = (0u32, 0u32);
     loop {
         let (why, retry_after, unavailable) =
@@ -346,6 +351,7 @@ async fn deliver(ev: AuditEvent, policy: Arc<Policy>, settle: Settle) {
                 Ok(Outcome::Transport(e)) => (e, None, true),
                 Err(_) => (format!("no answer within {:?}", policy.timeout), None, true),
             };
+        let unavailable = unavailable && settle.shared.stats.sent.load(Ordering::Relaxed) == sent_before;
         if !unavailable {
             if errors >= policy.max_retries {
                 return settle.failed(format_args!("{why}; gave up after {} attempts", retry + 1));
@@ -353,9 +359,11 @@ async fn deliver(ev: AuditEvent, policy: Arc<Policy>, settle: Settle) {
             errors += 1;
         }
         retry = retry.saturating_add(1);
+        // While unavailable, our own backoff stops growing at 5 s; a Retry-After still counts.
         let wait = if unavailable {
-            backoff(policy.initial_backoff, retry, retry_after)
-                .min(UNAVAILABLE_MAX_BACKOFF.max(policy.initial_backoff))
+            let exp = backoff(policy.initial_backoff, retry, None)
+                .min(UNAVAILABLE_MAX_BACKOFF.max(policy.initial_backoff));
+            retry_after.map_or(exp, |ra| ra.clamp(exp, MAX_BACKOFF.max(exp)))
         } else {
             backoff(policy.initial_backoff, retry, retry_after)
         };

@@ -160,6 +160,29 @@ async fn gives_up_after_max_retries() {
 }
 
 #[tokio::test]
+async fn an_event_the_webhook_never_takes_gives_up_its_slot_once_others_go_through() {
+    // A sink that crashes on one event behind a load balancer answering 502: the webhook is
+    // not unavailable, that event is the problem, so it uses up max_retries and fails.
+    let rx = Receiver::start().await;
+    rx.poison("req-1", 502);
+    let stats = Arc::new(AuditStats::default());
+    let cfg = WebhookConfig {
+        max_retries: 3,
+        ..rx.config()
+    };
+    let (handle, _task) = AuditSender::start(cfg, stats.clone()).expect("start");
+    handle.send(event(1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 2..=5 {
+        handle.send(event(i));
+    }
+    assert_eq!(handle.shutdown(Duration::from_secs(10)).await, 0);
+    assert_eq!(load(&stats.sent), 4);
+    assert_eq!(load(&stats.failed), 1, "the poisonous event gave up");
+    assert_eq!(load(&stats.dropped), 0);
+}
+
+#[tokio::test]
 async fn an_unavailable_webhook_is_waited_for_beyond_max_retries() {
     // Unreachable (nothing listens on a port we bound and released): retried until shutdown,
     // then counted as dropped, never as failed.

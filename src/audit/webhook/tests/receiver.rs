@@ -35,6 +35,8 @@ pub(super) struct Receiver {
     https: bool,
     hits: Arc<Mutex<Vec<Hit>>>,
     script: Arc<Mutex<VecDeque<u16>>>,
+    /// Events with this request_id are always answered with this status.
+    poison: Arc<Mutex<Option<(String, u16)>>>,
     stall: watch::Sender<bool>,
 }
 
@@ -54,6 +56,7 @@ impl Receiver {
             https: tls.is_some(),
             hits: Arc::default(),
             script: Arc::default(),
+            poison: Arc::default(),
             stall: watch::channel(false).0,
         };
         let server = rx.clone();
@@ -100,12 +103,23 @@ impl Receiver {
         let _ = stalled.wait_for(|s| !*s).await;
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let status = self.script.lock().expect("lock").pop_front().unwrap_or(200);
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let poisoned = self
+            .poison
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .filter(|(id, _)| parsed["request_id"] == id.as_str())
+            .map(|(_, status)| *status);
+        let status = match poisoned {
+            Some(status) => status,
+            None => self.script.lock().expect("lock").pop_front().unwrap_or(200),
+        };
         self.hits.lock().expect("lock").push(Hit {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             headers: parts.headers,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            body: parsed,
             answered: status,
             client_cert,
         });
@@ -129,6 +143,11 @@ impl Receiver {
 
     pub(super) fn fail_next(&self, statuses: &[u16]) {
         self.script.lock().expect("lock").extend(statuses);
+    }
+
+    /// Answers `status` to every event with `request_id`, forever.
+    pub(super) fn poison(&self, request_id: &str, status: u16) {
+        *self.poison.lock().expect("lock") = Some((request_id.to_string(), status));
     }
 
     pub(super) fn set_stalled(&self, stalled: bool) {
