@@ -228,9 +228,15 @@ fn start_role_file(
     let Some(path) = &args.role_config else {
         return Ok(watch::channel(Arc::new(RoleFile::default())).1);
     };
-    let loaded = role_file::load(path).map_err(crate::config::ConfigError::from)?;
+    let (loaded, bytes) = role_file::load_with_bytes(path).map_err(crate::config::ConfigError::from)?;
     let (tx, rx) = watch::channel(Arc::new(loaded));
-    role_file::spawn_reloader(path.clone(), args.config_reload_interval, tx, background.clone());
+    role_file::spawn_reloader(
+        path.clone(),
+        bytes,
+        args.config_reload_interval,
+        tx,
+        background.clone(),
+    );
     Ok(rx)
 }
 

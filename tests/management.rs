@@ -352,15 +352,19 @@ async fn the_clusters_file_is_reread_with_the_same_rules() {
     std::fs::write(&file, "clusters: [").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(r.served_by("k8s").await.as_deref(), Ok("b"));
-    // So does an emptied file (a write caught between truncate and write, or a mistake).
-    std::fs::write(&file, "").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(r.served_by("k8s").await.as_deref(), Ok("b"));
     // Dropping an entry removes it; the Secret's "spare" comes back.
-    std::fs::write(&file, "clusters:\n").unwrap();
-    r.wait_served_by("k8s", Err(StatusCode::NOT_FOUND)).await;
+    std::fs::write(
+        &file,
+        format!("clusters:\n- name: k8s\n  kubeconfig: {}\n", b_kc.display()),
+    )
+    .unwrap();
     r.wait_served_by("spare", Ok("b")).await;
     assert_eq!(r.status_of("spare").await["source"], "secret");
+    assert_eq!(r.served_by("k8s").await.as_deref(), Ok("b"));
+    // Emptying the file removes its clusters too (once it is still empty at the next check).
+    std::fs::write(&file, "").unwrap();
+    r.wait_served_by("k8s", Err(StatusCode::NOT_FOUND)).await;
+    assert_eq!(r.served_by("spare").await.as_deref(), Ok("b"));
 }
 
 #[tokio::test]

@@ -294,36 +294,46 @@ impl Registry {
         // is enough to see that nothing changed.
         let read_all = |path: &Path,
                         settled: bool|
-         -> std::io::Result<(u64, Result<Loaded, crate::config::ConfigError>)> {
+         -> std::io::Result<(u64, Result<Loaded, crate::config::ConfigError>, bool)> {
             let bytes = if settled {
                 crate::config::reload::read_settled(path)?
             } else {
                 std::fs::read(path)?
             };
             let loaded = crate::config::clusters::parse(path, &String::from_utf8_lossy(&bytes));
+            let emptied = bytes.iter().all(u8::is_ascii_whitespace);
             let mut all = bytes;
             if let Ok(l) = &loaded {
                 for entry in &l.clusters {
-                    all.extend(std::fs::read(&entry.kubeconfig).unwrap_or_default());
+                    let kubeconfig = if settled {
+                        crate::config::reload::read_settled(&entry.kubeconfig)
+                    } else {
+                        std::fs::read(&entry.kubeconfig)
+                    };
+                    all.extend(kubeconfig.unwrap_or_default());
                     all.push(0);
                 }
             }
-            Ok((fingerprint(&all, None), loaded))
+            Ok((fingerprint(&all, None), loaded, emptied))
         };
-        let last = Mutex::new(read_all(&path, false).ok().map(|(print, _)| print));
+        let last = Mutex::new(read_all(&path, false).ok().map(|(print, ..)| print));
+        let empty = crate::config::reload::EmptyGate::default();
         let handle = tokio::runtime::Handle::current();
         crate::config::reload::poll_until_cancelled(every, cancel, move || {
             let unchanged = |print: u64| *last.lock().unwrap_or_else(|e| e.into_inner()) == Some(print);
-            if matches!(read_all(&path, false), Ok((print, _)) if unchanged(print)) {
+            if matches!(read_all(&path, false), Ok((print, ..)) if unchanged(print)) {
                 return;
             }
-            let (print, loaded) = match read_all(&path, true) {
+            let (print, loaded, emptied) = match read_all(&path, true) {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "clusters file cannot be read; keeping the clusters as they are");
                     return;
                 }
             };
+            if !empty.pass(&path, if emptied { b"" } else { b"-" }) {
+                return;
+            }
             let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
             if *last == Some(print) {
                 return;

@@ -13,23 +13,41 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// editors truncate first and write after, and a poll between the two would read nothing.
 pub const SETTLE: Duration = Duration::from_millis(50);
 
-/// Reads `path` for a reload: the bytes once two reads `SETTLE` apart agree, and never a file
-/// that is empty (a write in progress, or a truncation nobody meant as "remove everything").
-/// Blocking; call it from the poll closure.
+/// Reads `path` for a reload: the bytes once two reads `SETTLE` apart agree. Blocking; call it
+/// from the poll closure.
 pub fn read_settled(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = std::fs::read(path)?;
     for _ in 0..10 {
         std::thread::sleep(SETTLE);
         let again = std::fs::read(path)?;
         if again == bytes {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Err(std::io::Error::other("the file is empty"));
-            }
             return Ok(bytes);
         }
         bytes = again;
     }
     Err(std::io::Error::other("the file is still being written"))
+}
+
+/// An emptied file is applied only when it is still empty at the next poll: emptying a file
+/// is a way to revoke everything it grants, and must work, but a file caught empty once is
+/// more often a write in progress.
+#[derive(Debug, Default)]
+pub struct EmptyGate(std::sync::atomic::AtomicBool);
+
+impl EmptyGate {
+    /// Whether `bytes` may be applied now.
+    pub fn pass(&self, path: &std::path::Path, bytes: &[u8]) -> bool {
+        use std::sync::atomic::Ordering;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            self.0.store(false, Ordering::Relaxed);
+            return true;
+        }
+        let seen_before = self.0.swap(true, Ordering::Relaxed);
+        if !seen_before {
+            tracing::warn!(file = %path.display(), "the file is empty; applying that if it is still empty at the next check");
+        }
+        seen_before
+    }
 }
 
 /// Runs `check` every `every` until `cancel` fires, on the blocking pool (it reads files). The
@@ -60,7 +78,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_is_read_once_it_stops_changing_and_never_empty() {
+    fn a_file_is_read_once_it_stops_changing() {
         let dir = std::env::temp_dir().join(format!("kop-settle-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f");
@@ -75,11 +93,24 @@ mod tests {
         };
         assert_eq!(read_settled(&path).unwrap(), b"clusters: []\n");
         writer.join().unwrap();
-        std::fs::write(&path, " \n").unwrap();
-        let empty = read_settled(&path).unwrap_err();
-        assert!(empty.to_string().contains("empty"), "{empty}");
         assert!(read_settled(&dir.join("missing")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_file_passes_only_when_still_empty_at_the_next_check() {
+        let gate = EmptyGate::default();
+        let path = std::path::Path::new("roles.yaml");
+        assert!(gate.pass(path, b"kind: Role"));
+        assert!(!gate.pass(path, b" \n"), "first seen empty: wait");
+        assert!(gate.pass(path, b""), "still empty: apply");
+        assert!(gate.pass(path, b"kind: Role"));
+        assert!(!gate.pass(path, b""), "emptied again: wait again");
+        assert!(
+            gate.pass(path, b"kind: Role"),
+            "refilled in between: the empty read is forgotten"
+        );
+        assert!(!gate.pass(path, b""));
     }
 
     #[tokio::test]

@@ -70,11 +70,13 @@ pub enum RoleFileError {
 /// why (file, line, field), so a typo never drops everyone's access.
 pub fn spawn_reloader(
     path: PathBuf,
+    initial: Vec<u8>,
     every: std::time::Duration,
     tx: tokio::sync::watch::Sender<std::sync::Arc<RoleFile>>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let last = std::sync::Mutex::new(std::fs::read(&path).ok());
+    let last = std::sync::Mutex::new(Some(initial));
+    let empty = super::reload::EmptyGate::default();
     super::reload::poll_until_cancelled(every, cancel, move || {
         let unchanged =
             |bytes: Vec<u8>| last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&bytes);
@@ -88,6 +90,9 @@ pub fn spawn_reloader(
                 return;
             }
         };
+        if !empty.pass(&path, &bytes) {
+            return;
+        }
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
         if last.as_ref() == Some(&bytes) {
             return;
@@ -147,11 +152,21 @@ impl fmt::Display for AtLine {
 
 /// Reads and parses the file at `path`.
 pub fn load(path: &Path) -> Result<RoleFile, RoleFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RoleFileError::Read {
+    load_with_bytes(path).map(|(file, _)| file)
+}
+
+/// [`load`], also returning the bytes it parsed (the reloader's starting point).
+pub fn load_with_bytes(path: &Path) -> Result<(RoleFile, Vec<u8>), RoleFileError> {
+    let bytes = std::fs::read(path).map_err(|source| RoleFileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(path, &text)
+    let text = std::str::from_utf8(&bytes).map_err(|e| RoleFileError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    let file = parse(path, text)?;
+    Ok((file, bytes))
 }
 
 /// Parses `text`, the contents of the file at `path` (used in errors only).
