@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::json;
-use support::apiserver::apiserver;
-use support::issuer::{KeyKind, issuer};
-use support::proxy::{Cred, proxy};
+use support::apiserver::{FakeApi, apiserver};
+use support::issuer::{Issuer, KeyKind, issuer};
+use support::proxy::{Cred, TestProxy, proxy};
 
 #[tokio::test]
 async fn hostile_tokens_are_refused_with_a_bare_401() {
@@ -119,17 +119,23 @@ async fn system_groups_are_never_taken_from_the_token() {
     assert!(line.contains("URI:/a/api/v1/secrets"), "{line}");
 }
 
-#[tokio::test]
-async fn rotated_keys_are_picked_up_and_unknown_kids_refetch_at_most_once_per_window() {
+/// An ES256 issuer, one cluster with discovery granted, a proxy with this refetch window.
+async fn es256_ring(window: &str) -> (Issuer, FakeApi, TestProxy) {
     let iss = issuer().key_kind(KeyKind::EcP256).run().await;
     let a = apiserver().name("a").run().await;
     support::objects::grant_discovery(a.store());
     let p = proxy(&iss)
         .arg("--oidc-signing-algs=ES256")
-        .arg("--oidc-jwks-min-refetch-interval=1s")
+        .arg(&format!("--oidc-jwks-min-refetch-interval={window}"))
         .cluster("a", &a, "", Cred::Token("t".into()))
         .run()
         .await;
+    (iss, a, p)
+}
+
+#[tokio::test]
+async fn rotated_keys_are_picked_up_and_unknown_kids_refetch_at_most_once_per_window() {
+    let (iss, _a, p) = es256_ring("1s").await;
     let fetches_at_start = iss.jwks_fetches();
 
     // A burst of tokens with kids nobody published: all wait for one fetch, all refused.
@@ -224,15 +230,7 @@ async fn a_foreign_token_with_an_unknown_kid_costs_no_fetch_and_no_wait() {
 
 #[tokio::test]
 async fn a_window_longer_than_the_hold_bound_refuses_instead_of_waiting() {
-    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
-    let a = apiserver().name("a").run().await;
-    support::objects::grant_discovery(a.store());
-    let p = proxy(&iss)
-        .arg("--oidc-signing-algs=ES256")
-        .arg("--oidc-jwks-min-refetch-interval=10m")
-        .cluster("a", &a, "", Cred::Token("t".into()))
-        .run()
-        .await;
+    let (iss, _a, p) = es256_ring("10m").await;
     iss.rotate();
     let fetches = iss.jwks_fetches();
     let started = std::time::Instant::now();
