@@ -256,9 +256,16 @@ async fn start_clusters(
             .with_secret_user_tokens(args.allow_user_tokens_to_secret_clusters),
     );
     if let Some(path) = &args.clusters_config {
+        // Taken before the load: a change made in between is seen at the first check.
+        let initial = crate::cluster::clusters_file_print(path);
         let loaded = clusters::load(path)?;
         registry.sync_file(path, loaded).await;
-        registry.watch_file(path.clone(), args.config_reload_interval, background.clone());
+        registry.watch_file(
+            path.clone(),
+            initial,
+            args.config_reload_interval,
+            background.clone(),
+        );
     }
     let settings = management::Settings {
         kubeconfig: args.management_kubeconfig.as_ref().map(std::path::PathBuf::from),

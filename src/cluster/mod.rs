@@ -283,48 +283,25 @@ impl Registry {
 
     /// Re-reads the clusters file every `every`, and syncs when it or a kubeconfig it names has
     /// changed. A file that no longer parses keeps the clusters as they are and says why.
+    /// `initial` is [`clusters_file_print`] taken before the file was loaded, so a change made
+    /// in between is seen at the first check.
     pub fn watch_file(
         self: &Arc<Self>,
         path: std::path::PathBuf,
+        initial: Option<u64>,
         every: std::time::Duration,
         cancel: CancellationToken,
     ) {
         let registry = self.clone();
-        // `settled`: only once the file has stopped changing (see `read_settled`); the cheap read
-        // is enough to see that nothing changed.
-        let read_all = |path: &Path,
-                        settled: bool|
-         -> std::io::Result<(u64, Result<Loaded, crate::config::ConfigError>, bool)> {
-            let bytes = if settled {
-                crate::config::reload::read_settled(path)?
-            } else {
-                std::fs::read(path)?
-            };
-            let loaded = crate::config::clusters::parse(path, &String::from_utf8_lossy(&bytes));
-            let emptied = bytes.iter().all(u8::is_ascii_whitespace);
-            let mut all = bytes;
-            if let Ok(l) = &loaded {
-                for entry in &l.clusters {
-                    let kubeconfig = if settled {
-                        crate::config::reload::read_settled(&entry.kubeconfig)
-                    } else {
-                        std::fs::read(&entry.kubeconfig)
-                    };
-                    all.extend(kubeconfig.unwrap_or_default());
-                    all.push(0);
-                }
-            }
-            Ok((fingerprint(&all, None), loaded, emptied))
-        };
-        let last = Mutex::new(read_all(&path, false).ok().map(|(print, ..)| print));
+        let last = Mutex::new(initial);
         let empty = crate::config::reload::EmptyGate::default();
         let handle = tokio::runtime::Handle::current();
         crate::config::reload::poll_until_cancelled(every, cancel, move || {
             let unchanged = |print: u64| *last.lock().unwrap_or_else(|e| e.into_inner()) == Some(print);
-            if matches!(read_all(&path, false), Ok((print, ..)) if unchanged(print)) {
+            if matches!(read_clusters_file(&path, false), Ok((print, ..)) if unchanged(print)) {
                 return;
             }
-            let (print, loaded, emptied) = match read_all(&path, true) {
+            let (print, loaded, emptied) = match read_clusters_file(&path, true) {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "clusters file cannot be read; keeping the clusters as they are");
@@ -502,4 +479,38 @@ impl Registry {
             }
         }
     }
+}
+
+/// The clusters file's fingerprint (with the kubeconfigs it names), what it parses to, and
+/// whether it is empty.
+type FileRead = (u64, Result<Loaded, crate::config::ConfigError>, bool);
+
+/// The fingerprint [`Registry::watch_file`] starts from; take it before loading the file.
+pub fn clusters_file_print(path: &Path) -> Option<u64> {
+    read_clusters_file(path, false).ok().map(|(print, ..)| print)
+}
+
+/// Reads the clusters file and the kubeconfigs it names. `settled`: only once they have stopped
+/// changing (see `read_settled`); the cheap read is enough to see that nothing changed.
+fn read_clusters_file(path: &Path, settled: bool) -> std::io::Result<FileRead> {
+    let bytes = if settled {
+        crate::config::reload::read_settled(path)?
+    } else {
+        std::fs::read(path)?
+    };
+    let loaded = crate::config::clusters::parse(path, &String::from_utf8_lossy(&bytes));
+    let emptied = bytes.iter().all(u8::is_ascii_whitespace);
+    let mut all = bytes;
+    if let Ok(l) = &loaded {
+        for entry in &l.clusters {
+            let kubeconfig = if settled {
+                crate::config::reload::read_settled(&entry.kubeconfig)
+            } else {
+                std::fs::read(&entry.kubeconfig)
+            };
+            all.extend(kubeconfig.unwrap_or_default());
+            all.push(0);
+        }
+    }
+    Ok((fingerprint(&all, None), loaded, emptied))
 }
