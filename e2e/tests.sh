@@ -396,13 +396,14 @@ echo "== key rotation under load"
 # fresh tokens throughout.
 kid_of() { local h="${1%%.*}"; h="$(tr '_-' '/+' <<<"$h")"; while [ $(( ${#h} % 4 )) -ne 0 ]; do h="$h="; done; base64 -d <<<"$h" 2>/dev/null | jq -r .kid; }
 stream() { # seconds file
-  local end=$(( $(date +%s) + $1 )) t code
+  local end=$(( $(date +%s) + $1 )) t code sent
   while [ "$(date +%s)" -lt "$end" ]; do
     t="$(token ann)" || continue
     [ -n "$t" ] && [ "$t" != null ] || continue
+    sent=$(date +%s.%N) # when the request left, not when its (possibly held) answer came
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 --cacert "$KOP_CA" -H "Authorization: Bearer $t" \
       "$KOP_PROXY_URL/k8s/api/v1/namespaces/dev/pods")
-    echo "$(date +%s.%N) $(kid_of "$t") $code" >>"$2"
+    echo "$sent $(kid_of "$t") $code" >>"$2"
   done
 }
 old_kid="$(kid_of "${TOK[ann]}")"
