@@ -284,7 +284,16 @@ fn request() -> impl Strategy<Value = Request> {
     (
         select(&["GET", "POST", "PUT", "PATCH", "DELETE"][..]),
         prop_oneof![3 => resource_path, 1 => url_path],
-        prop_oneof![Just(None), Just(Some("watch=true"))],
+        // A list or watch naming one object by field selector is about that name, as
+        // kube-apiserver's RequestInfo has it (resourceNames rules then apply).
+        select(
+            &[
+                None,
+                Some("watch=true"),
+                Some("fieldSelector=metadata.name%3Dweb"),
+                Some("watch=true&fieldSelector=metadata.name%3Ddb"),
+            ][..],
+        ),
         select(&USERS[..]),
         strings(&GROUPS, 3),
     )
