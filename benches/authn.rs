@@ -21,7 +21,7 @@ use std::{
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use kube_oidc_proxy::authn::{Authenticator, ClaimMapping, OidcConfig, TokenCache, User};
+use kube_oidc_proxy::authn::{Authenticator, ClaimMapping, Issuers, Mapping, OidcConfig, TokenCache, User};
 use serde_json::{Map, Value};
 
 const CLIENT_ID: &str = "kube";
@@ -75,26 +75,32 @@ fn setup() -> Setup {
     }
 }
 
-fn authenticator(s: &Setup, cache_size: usize) -> Arc<Authenticator> {
+fn authenticator(s: &Setup, cache_size: usize) -> Arc<Issuers> {
+    let mapping = Mapping::Flags(ClaimMapping {
+        username_claim: "email".into(),
+        username_prefix: String::new(),
+        groups_claim: "groups".into(),
+        groups_prefix: String::new(),
+        required_claims: Vec::new(),
+    });
+    issuers(s, cache_size, mapping)
+}
+
+fn issuers(s: &Setup, cache_size: usize, mapping: Mapping) -> Arc<Issuers> {
     let authn = Authenticator::new(OidcConfig {
         issuer_url: s.issuer_url.clone(),
-        client_id: CLIENT_ID.into(),
+        discovery_url: None,
+        audiences: vec![CLIENT_ID.into()],
         ca_pem: Some(s.ca_pem.clone()),
         signing_algs: vec![Algorithm::RS256],
-        mapping: ClaimMapping {
-            username_claim: "email".into(),
-            username_prefix: String::new(),
-            groups_claim: "groups".into(),
-            groups_prefix: String::new(),
-            required_claims: Vec::new(),
-        },
+        mapping,
         refresh_interval: Duration::from_secs(3600),
         min_refetch_interval: Duration::from_secs(10),
-        cache_size,
+        fingerprint: 0,
     })
     .expect("authenticator");
     s.rt.block_on(authn.refresh()).expect("keys load");
-    authn
+    Issuers::new(vec![authn], cache_size)
 }
 
 /// The `Validation` the proxy builds (src/authn/mod.rs), for the library-only figure.

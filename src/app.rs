@@ -19,9 +19,11 @@ use crate::{
         line_writer::BufferedWriter,
         webhook::{AuditError, AuditHandle, AuditSender, AuditStats, WebhookConfig},
     },
-    authn::{Authenticator, ClaimMapping, OidcConfig, parse_signing_algs},
+    authn::{
+        ALL_SIGNING_ALGS, Authenticator, ClaimMapping, Issuers, Mapping, OidcConfig, parse_signing_algs,
+    },
     authz::capi::CapiPolicy,
-    cli::Args,
+    cli::{Args, IssuersFrom},
     cluster::token_review::TokenReviewer,
     cluster::{Registry, UpstreamOptions},
     config::clusters::{self, Identity},
@@ -46,6 +48,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Authn(#[from] crate::authn::AuthnError),
+    #[error(transparent)]
+    AuthnConfig(#[from] crate::config::authentication::ConfigErrors),
     #[error("audit webhook: {0}")]
     Audit(#[from] AuditError),
     #[error(transparent)]
@@ -61,7 +65,7 @@ pub enum StartError {
 pub struct Running {
     pub addr: SocketAddr,
     pub probe_addr: SocketAddr,
-    pub authn: Arc<Authenticator>,
+    pub authn: Arc<Issuers>,
     pub clusters: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub audit_stats: Arc<AuditStats>,
@@ -99,7 +103,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
 pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Running, StartError> {
     let required = args.validate().map_err(StartError::Flags)?;
     let opts = proxy_options(&args)?;
-    let authn = authenticator(&args, required.issuer_url, required.client_id)?;
+    let authn = issuers(&args, &required.issuers)?;
 
     let cert = ServingCert::load(&required.cert_file, &required.key_file)?;
     let tls_config = server::tls::server_config(
@@ -121,7 +125,10 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let (registry, management) = start_clusters(&args, role_file, upstream_opts, &background).await?;
     let ((listener, addr), (probe_listener, probe_addr)) = bind(&args).await?;
 
-    authn.spawn_refresher(background.clone());
+    authn.start(background.clone());
+    if let IssuersFrom::File(path) = &required.issuers {
+        spawn_authentication_reloader(&args, path.clone(), authn.clone(), background.clone());
+    }
     cert.spawn_reloader(args.tls_reload_interval, background.clone());
 
     let metrics = Arc::new(Metrics::new());
@@ -351,6 +358,73 @@ async fn shutdown_sequence(s: Shutdown) {
     tracing::info!("stopped");
 }
 
+/// The trusted issuers: the `--oidc-*` flags' one, or every `jwt` entry of
+/// `--authentication-config`.
+fn issuers(args: &Args, from: &IssuersFrom) -> Result<Arc<Issuers>, StartError> {
+    let list = match from {
+        IssuersFrom::Flags {
+            issuer_url,
+            client_id,
+        } => {
+            vec![authenticator(args, issuer_url.clone(), client_id.clone())?]
+        }
+        IssuersFrom::File(path) => {
+            let cfg = crate::config::authentication::load(path)?;
+            if cfg.jwt.is_empty() {
+                tracing::warn!(file = %path.display(), "the authentication config names no issuer: every token is refused until one is added");
+            }
+            file_issuers(args, &cfg)?
+        }
+    };
+    Ok(Issuers::new(list, args.token_cache_size))
+}
+
+/// One authenticator per `jwt` entry of an authentication config.
+fn file_issuers(
+    args: &Args,
+    cfg: &crate::config::authentication::AuthenticationConfig,
+) -> Result<Vec<Arc<Authenticator>>, crate::authn::AuthnError> {
+    cfg.jwt
+        .iter()
+        .map(|j| {
+            Authenticator::new(OidcConfig {
+                issuer_url: j.url.clone(),
+                discovery_url: j.discovery_url.clone(),
+                audiences: j.audiences.clone(),
+                ca_pem: j.ca_pem.clone(),
+                signing_algs: ALL_SIGNING_ALGS.to_vec(),
+                mapping: Mapping::Rules(j.rules.clone()),
+                refresh_interval: args.oidc_jwks_refresh_interval.max(Duration::from_secs(1)),
+                min_refetch_interval: args.oidc_jwks_min_refetch_interval,
+                fingerprint: j.fingerprint,
+            })
+        })
+        .collect()
+}
+
+/// Re-reads `--authentication-config` when it changes; a broken edit keeps the issuers in force
+/// and says why.
+fn spawn_authentication_reloader(
+    args: &Args,
+    path: std::path::PathBuf,
+    authn: Arc<Issuers>,
+    cancel: CancellationToken,
+) {
+    let args = args.clone();
+    let initial = std::fs::read(&path).ok();
+    crate::config::authentication::spawn_reloader(
+        path,
+        initial,
+        args.config_reload_interval,
+        cancel,
+        move |cfg| {
+            file_issuers(&args, &cfg)
+                .map(|list| authn.replace(list))
+                .map_err(|e| e.to_string())
+        },
+    );
+}
+
 /// OIDC from the `--oidc-*` flags.
 fn authenticator(
     args: &Args,
@@ -375,19 +449,20 @@ fn authenticator(
     };
     Ok(Authenticator::new(OidcConfig {
         issuer_url,
-        client_id,
+        discovery_url: None,
+        audiences: vec![client_id],
         ca_pem,
         signing_algs: parse_signing_algs(&args.oidc_signing_algs)?,
-        mapping: ClaimMapping {
+        mapping: Mapping::Flags(ClaimMapping {
             username_claim: args.oidc_username_claim.clone(),
             username_prefix: args.username_prefix().to_string(),
             groups_claim: args.oidc_groups_claim.clone(),
             groups_prefix: args.oidc_groups_prefix.clone(),
             required_claims: args.oidc_required_claim.clone(),
-        },
+        }),
         refresh_interval: args.oidc_jwks_refresh_interval.max(Duration::from_secs(1)),
         min_refetch_interval: args.oidc_jwks_min_refetch_interval,
-        cache_size: args.token_cache_size,
+        fingerprint: 0,
     })?)
 }
 

@@ -25,7 +25,9 @@ use prometheus_client::{
 
 pub use labels::{ClusterLabel, Decision, RbacKind, Verb};
 
-use labels::{ClusterLabels, CodeClass, DurationLabels, ObjectLabels, Phase, RequestLabels, SourceLabels};
+use labels::{
+    ClusterLabels, CodeClass, DurationLabels, IssuerLabels, ObjectLabels, Phase, RequestLabels, SourceLabels,
+};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -53,12 +55,26 @@ pub struct RbacSource {
 }
 
 /// Authentication's counters at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AuthnFigures {
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Totals over every issuer.
     pub key_fetches: u64,
     pub key_fetch_failures: u64,
+    pub issuers: Vec<IssuerFigures>,
+}
+
+/// One issuer's figures at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct IssuerFigures {
+    pub issuer: String,
+    pub ready: bool,
+    pub key_fetches: u64,
+    pub key_fetch_failures: u64,
+    /// Tokens this issuer verified and mapped, and tokens it refused (cache hits not counted).
+    pub accepted: u64,
+    pub refused: u64,
 }
 
 /// The audit sender's counters at scrape time.
@@ -311,6 +327,44 @@ fn scrape_registry(sources: &Sources<'_>) -> Registry {
             "Number of open file descriptors",
             ConstGauge::new(fds.count() as i64),
         );
+    }
+    let issuer_ready = Family::<IssuerLabels, Gauge>::default();
+    let issuer_counters = [
+        (
+            "kop_issuer_jwks_refreshes",
+            "Fetches of the issuer's key set, per issuer",
+        ),
+        (
+            "kop_issuer_jwks_refresh_failures",
+            "Failed discovery or key set fetches, per issuer",
+        ),
+        (
+            "kop_issuer_tokens_accepted",
+            "Tokens the issuer's rules accepted (cache hits not counted), per issuer",
+        ),
+        (
+            "kop_issuer_tokens_refused",
+            "Tokens routed to the issuer and refused, per issuer",
+        ),
+    ]
+    .map(|(name, help)| (name, help, Family::<IssuerLabels, Counter>::default()));
+    for i in &authn.issuers {
+        let labels = IssuerLabels {
+            issuer: i.issuer.clone(),
+        };
+        issuer_ready.get_or_create(&labels).set(i64::from(i.ready));
+        let values = [i.key_fetches, i.key_fetch_failures, i.accepted, i.refused];
+        for ((_, _, family), value) in issuer_counters.iter().zip(values) {
+            family.get_or_create(&labels).inc_by(value);
+        }
+    }
+    reg.register(
+        "kop_issuer_ready",
+        "1 once the issuer's keys are loaded, per issuer",
+        issuer_ready,
+    );
+    for (name, help, family) in issuer_counters {
+        reg.register(name, help, family);
     }
     let depth = audit.queued.max(0);
     reg.register(

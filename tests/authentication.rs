@@ -182,19 +182,9 @@ async fn rotated_keys_are_picked_up_and_unknown_kids_refetch_at_most_once_per_wi
 
     // Cached tokens are served without verification work: the same token again.
     let t = &fresh[0];
-    let hits_before = p
-        .running()
-        .authn
-        .stats
-        .cache_hits
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let hits_before = p.running().authn.cache_figures().0;
     assert_eq!(p.get("/a/version", Some(t)).await.0, StatusCode::OK);
-    let hits_after = p
-        .running()
-        .authn
-        .stats
-        .cache_hits
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let hits_after = p.running().authn.cache_figures().0;
     assert_eq!(hits_after, hits_before + 1);
 }
 
@@ -400,4 +390,246 @@ async fn extreme_claim_times_never_panic() {
         let (code, _, _) = p.get("/a/api/v1/pods", Some(&token)).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{what}");
     }
+}
+
+/// `--authentication-config`: two issuers with their own rules in one file, tokens routed by
+/// `iss`, claim and user rules refusing tokens, a token of an issuer not in the file costing no
+/// fetch, and the file re-read (a broken edit keeping the issuers in force).
+#[tokio::test]
+async fn an_authentication_config_trusts_several_issuers_with_their_own_rules() {
+    let people = issuer().path("/realms/people").run().await;
+    let robots = issuer().path("/realms/robots").client_id("ci").run().await;
+    let stranger = issuer().path("/realms/other").run().await;
+    let a = apiserver().name("a").run().await;
+    let indent = |pem: String| pem.lines().map(|l| format!("      {l}\n")).collect::<String>();
+    let config = |robot_groups: &str, with_people: bool| {
+        let people_entry = format!(
+            "- issuer:
+    url: {}
+    audiences: [kube]
+    certificateAuthority: |
+{}  claimValidationRules:
+  - claim: hd
+    requiredValue: example.com
+  claimMappings:
+    username:
+      claim: email
+      prefix: ''
+    groups:
+      claim: groups
+      prefix: ''
+",
+            people.url(),
+            indent(people.ca_pem())
+        );
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+{}- issuer:
+    url: {}
+    audiences: [ci, other]
+    audienceMatchPolicy: MatchAny
+    certificateAuthority: |
+{}  claimValidationRules:
+  - expression: 'claims.repository.startsWith(\"org/\")'
+    message: only the org's repositories
+  claimMappings:
+    username:
+      expression: '\"robot:\" + claims.sub'
+    groups:
+      expression: '{robot_groups}'
+    uid:
+      claim: sub
+    extra:
+    - key: example.com/repository
+      valueExpression: claims.repository
+  userValidationRules:
+  - expression: \"!user.username.startsWith('robot:evil')\"
+    message: no evil robots
+",
+            if with_people { people_entry } else { String::new() },
+            robots.url(),
+            indent(robots.ca_pem())
+        )
+    };
+    let p = proxy(&people)
+        .authentication_config(&config("[\"a:devops\"]", true))
+        .arg("--impersonate-upstream")
+        .arg("--config-reload-interval=100ms")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let person = people
+        .token()
+        .email("ann@example.com", Some(true))
+        .groups(&["a:devops"])
+        .claim("hd", json!("example.com"))
+        .sign();
+    let robot = robots
+        .token()
+        .sub("ci-1")
+        .aud("other")
+        .claim("repository", json!("org/app"))
+        .sign();
+
+    assert_eq!(p.get("/a/api/v1/pods", Some(&person)).await.0, StatusCode::OK);
+    assert_eq!(a.last().header("impersonate-user"), Some("ann@example.com"));
+    assert_eq!(p.get("/a/api/v1/pods", Some(&robot)).await.0, StatusCode::OK);
+    let last = a.last();
+    assert_eq!(last.header("impersonate-user"), Some("robot:ci-1"));
+    assert_eq!(last.header("impersonate-uid"), Some("ci-1"));
+    assert_eq!(
+        last.header("impersonate-extra-example.com%2frepository"),
+        Some("org/app")
+    );
+
+    let refused = [
+        (
+            "a person without the required claim",
+            people
+                .token()
+                .email("bob@example.com", Some(true))
+                .groups(&["a:devops"])
+                .sign(),
+        ),
+        (
+            "a robot of another organisation (claim rule)",
+            robots
+                .token()
+                .sub("ci-2")
+                .claim("repository", json!("them/app"))
+                .sign(),
+        ),
+        (
+            "an evil robot (user rule)",
+            robots
+                .token()
+                .sub("evil-1")
+                .claim("repository", json!("org/app"))
+                .sign(),
+        ),
+        (
+            "a robot token for no configured audience",
+            robots
+                .token()
+                .sub("ci-3")
+                .aud("kube")
+                .claim("repository", json!("org/app"))
+                .sign(),
+        ),
+        (
+            "a person's token carrying the robots' issuer",
+            people
+                .token()
+                .iss(&robots.url())
+                .email("ann@example.com", Some(true))
+                .sign(),
+        ),
+        (
+            "an issuer not in the file",
+            stranger.token().groups(&["a:devops"]).sign(),
+        ),
+    ];
+    for (what, token) in &refused {
+        assert_eq!(
+            p.get("/a/api/v1/pods", Some(token)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{what}"
+        );
+    }
+    assert_eq!(
+        stranger.jwks_fetches() + stranger.discovery_fetches(),
+        0,
+        "an unknown issuer costs no fetch"
+    );
+    let metrics = p.probe_text("/metrics").await;
+    for line in [
+        format!("kop_issuer_ready{{issuer=\"{}\"}} 1", people.url()),
+        format!(
+            "kop_issuer_tokens_accepted_total{{issuer=\"{}\"}} 1",
+            robots.url()
+        ),
+        // Three refused by the robots' rules, one (the person's token) by their keys.
+        format!("kop_issuer_tokens_refused_total{{issuer=\"{}\"}} 4", robots.url()),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line} in\n{metrics}");
+    }
+
+    // The robots lose their group: the cached robot is mapped again under the new rules.
+    let path = p.dir.path().join("authn.yaml");
+    std::fs::write(&path, config("[]", true)).unwrap();
+    let mut code = StatusCode::OK;
+    for _ in 0..100 {
+        code = p.get("/a/api/v1/pods", Some(&robot)).await.0;
+        if code == StatusCode::FORBIDDEN {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        code,
+        StatusCode::FORBIDDEN,
+        "the new mapping applies to a cached token"
+    );
+    assert_eq!(p.get("/a/api/v1/pods", Some(&person)).await.0, StatusCode::OK);
+    let fetches = people.jwks_fetches();
+
+    // A broken edit keeps what is in force.
+    std::fs::write(&path, config("claims.", true)).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(p.get("/a/api/v1/pods", Some(&person)).await.0, StatusCode::OK);
+    assert_eq!(
+        people.jwks_fetches(),
+        fetches,
+        "an unchanged issuer keeps its keys"
+    );
+
+    // The people's issuer leaves the file: its tokens stop working.
+    std::fs::write(&path, config("[]", false)).unwrap();
+    let mut code = StatusCode::OK;
+    for _ in 0..100 {
+        code = p.get("/a/api/v1/pods", Some(&person)).await.0;
+        if code == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        code,
+        StatusCode::UNAUTHORIZED,
+        "a removed issuer is no longer trusted"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_authentication_config_stops_start_up_naming_file_line_and_field() {
+    let dir = support::TempDir::new("kop-authn-config");
+    let path = dir.write(
+        "authn.yaml",
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n- issuer:\n    url: http://kc.example.com\n    audiences: [kube]\n  claimMappings:\n    username:\n      claim: sub\n",
+    );
+    let args = <kube_oidc_proxy::cli::Args as clap::Parser>::try_parse_from([
+        "kube-oidc-proxy",
+        "--tls-cert-file=c",
+        "--tls-private-key-file=k",
+        &format!("--authentication-config={}", path.display()),
+    ])
+    .unwrap();
+    let err = match kube_oidc_proxy::start(args).await {
+        Ok(_) => panic!("a broken file must stop start-up"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&format!(
+            "{}:5: jwt[0].issuer.url: URL scheme must be https",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("jwt[0].claimMappings.username.prefix: prefix is required"),
+        "{err}"
+    );
 }

@@ -50,7 +50,7 @@ pub fn run(data: &[u8]) {
         return;
     };
     for now in [0, 1_800_000_000, u64::MAX] {
-        let _ = jws::check_registered_claims(&claims, "https://issuer.example", "kube", now);
+        let _ = jws::check_registered_claims(&claims, "https://issuer.example", &["kube"], now);
     }
     if let Ok(user) = MAPPING.user(&claims) {
         assert!(user.name.starts_with("oidc:"));

@@ -28,13 +28,16 @@ struct Discovery {
 
 /// HTTPS client bound to one issuer.
 pub struct IssuerClient {
-    issuer: String,
+    /// The discovery document's URL.
+    discovery: String,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
 impl IssuerClient {
+    /// `discovery_url`: where discovery is read when it is not under the issuer's URL
+    /// (`discoveryURL` of an authentication configuration, used exactly as given).
     /// `ca_pem`: the `--oidc-ca-file` contents; `None` trusts the system roots.
-    pub fn new(issuer: &str, ca_pem: Option<&[u8]>) -> Result<Self, AuthnError> {
+    pub fn new(issuer: &str, discovery_url: Option<&str>, ca_pem: Option<&[u8]>) -> Result<Self, AuthnError> {
         let config = tls::client_config(ca_pem).map_err(|e| AuthnError::Config(e.to_string()))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -47,16 +50,20 @@ impl IssuerClient {
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .build(https);
-        Ok(IssuerClient {
-            issuer: issuer.trim_end_matches('/').to_string(),
-            client,
-        })
+        let discovery = match discovery_url {
+            Some(url) => url.to_string(),
+            None => format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            ),
+        };
+        Ok(IssuerClient { discovery, client })
     }
 
     /// Reads discovery; the document must name exactly our issuer. Returns the JWKS URI.
     pub async fn discover(&self, configured_issuer: &str) -> Result<String, AuthnError> {
-        let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let body = self.get(&url).await?;
+        let url = &self.discovery;
+        let body = self.get(url).await?;
         let doc: Discovery = serde_json::from_slice(&body)
             .map_err(|e| AuthnError::Fetch(format!("discovery document from {url}: {e}")))?;
         if doc.issuer != configured_issuer {

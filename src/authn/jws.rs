@@ -60,10 +60,11 @@ pub fn verify(keys: &KeySet, jws: &Compact<'_>) -> Result<Map<String, Value>, Au
 /// `exp`, `nbf`, `iss` and `aud` as kube-apiserver checks them: `exp`, `iss` and `aud` are
 /// required, times are JSON numbers compared with [`LEEWAY_SECS`] of clock skew, `aud` is a
 /// string or a list of strings that must hold the client ID.
-pub fn check_registered_claims(
+/// `wanted`: the token's `aud` must name at least one (kube's `MatchAny`).
+pub fn check_registered_claims<A: AsRef<str>>(
     c: &Map<String, Value>,
     issuer: &str,
-    client_id: &str,
+    wanted: &[A],
     now: u64,
 ) -> Result<(), AuthnError> {
     let invalid = |why: &str| Err(AuthnError::Invalid(why.to_string()));
@@ -98,7 +99,7 @@ pub fn check_registered_claims(
         Some(_) => return invalid("aud is not a string or a list"),
         None => return invalid("token has no aud claim"),
     };
-    if !audiences.contains(&client_id) {
+    if !wanted.iter().any(|w| audiences.contains(&w.as_ref())) {
         return invalid("token is for another audience");
     }
     Ok(())
@@ -135,7 +136,7 @@ mod tests {
         ];
         for c in accepted {
             assert!(
-                check_registered_claims(&c, "https://issuer.example", "kube", at).is_ok(),
+                check_registered_claims(&c, "https://issuer.example", &["kube"], at).is_ok(),
                 "{c:?}"
             );
         }
@@ -156,7 +157,7 @@ mod tests {
         ];
         for c in refused {
             assert!(
-                check_registered_claims(&c, "https://issuer.example", "kube", at).is_err(),
+                check_registered_claims(&c, "https://issuer.example", &["kube"], at).is_err(),
                 "{c:?}"
             );
         }

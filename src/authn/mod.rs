@@ -2,10 +2,13 @@
 //! flags, against keys fetched from the issuer and refreshed in the background.
 
 pub mod cache;
+pub mod cel;
 pub mod claims;
 pub mod issuer;
+pub mod issuers;
 pub mod jws;
 pub mod keys;
+pub mod rules;
 pub mod user;
 
 use std::{
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cache::TokenCache;
 pub use claims::ClaimMapping;
+pub use issuers::{IssuerState, Issuers};
 pub use user::User;
 
 use issuer::IssuerClient;
@@ -62,19 +66,46 @@ pub enum AuthnError {
     Config(String),
 }
 
-/// Settings from the `--oidc-*` flags.
+/// One issuer: from the `--oidc-*` flags, or one `jwt` entry of `--authentication-config`.
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
     pub issuer_url: String,
-    pub client_id: String,
+    /// Where discovery is read; `None`: `{issuer_url}/.well-known/openid-configuration`.
+    pub discovery_url: Option<String>,
+    /// A token's `aud` must name at least one of these (`--oidc-client-id`: exactly one).
+    pub audiences: Vec<String>,
     pub ca_pem: Option<Vec<u8>>,
     pub signing_algs: Vec<Algorithm>,
-    pub mapping: ClaimMapping,
+    pub mapping: Mapping,
     pub refresh_interval: Duration,
     /// Shortest time between two key fetches triggered by unknown `kid`s.
     pub min_refetch_interval: Duration,
-    pub cache_size: usize,
+    /// Identifies the configuration this issuer was built from, so a reload that leaves it
+    /// unchanged keeps it (and its keys) rather than building it again.
+    pub fingerprint: u64,
 }
+
+/// How verified claims become a user.
+#[derive(Debug, Clone)]
+pub enum Mapping {
+    /// The `--oidc-*` claim flags.
+    Flags(ClaimMapping),
+    /// A `jwt` entry's claim rules and mappings (CEL included).
+    Rules(Arc<rules::JwtRules>),
+}
+
+/// Every algorithm the proxy verifies: what an `--authentication-config` issuer accepts, as
+/// kube-apiserver accepts every asymmetric algorithm there (ES512 is not supported yet).
+pub const ALL_SIGNING_ALGS: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
 
 /// Parses `--oidc-signing-algs`. Symmetric algorithms and `none` are refused outright.
 pub fn parse_signing_algs(names: &[String]) -> Result<Vec<Algorithm>, AuthnError> {
@@ -106,25 +137,13 @@ pub fn parse_signing_algs(names: &[String]) -> Result<Vec<Algorithm>, AuthnError
     Ok(algs)
 }
 
-/// Counters the probe and metrics read.
+/// One issuer's counters, read at scrape time.
 #[derive(Default)]
-pub struct AuthnStats {
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
+pub struct IssuerStats {
     pub key_fetches: AtomicU64,
     pub key_fetch_failures: AtomicU64,
-}
-
-impl crate::metrics::AuthnCounters for AuthnStats {
-    fn authn_figures(&self) -> crate::metrics::AuthnFigures {
-        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        crate::metrics::AuthnFigures {
-            cache_hits: read(&self.cache_hits),
-            cache_misses: read(&self.cache_misses),
-            key_fetches: read(&self.key_fetches),
-            key_fetch_failures: read(&self.key_fetch_failures),
-        }
-    }
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
 }
 
 /// Key fetches, numbered in the order they start.
@@ -138,6 +157,8 @@ struct Fetches {
     scheduled: bool,
 }
 
+/// One issuer: its keys, their refresh, and how its tokens are checked and mapped. Tokens reach
+/// it through [`Issuers`], which routes them by `iss` and caches the users.
 pub struct Authenticator {
     cfg: OidcConfig,
     client: IssuerClient,
@@ -146,14 +167,13 @@ pub struct Authenticator {
     keys: ArcSwap<KeySet>,
     jwks_uri: ArcSwap<Option<String>>,
     ready: AtomicBool,
-    cache: TokenCache,
     /// When key fetches started and finished, and whether one is scheduled for an unknown kid.
     fetches: std::sync::Mutex<Fetches>,
     /// The highest sequence number of a finished fetch, for requests waiting on one.
     fetched: tokio::sync::watch::Sender<u64>,
     /// Places for requests held until the next permitted fetch (see [`MAX_HELD`]).
     held: tokio::sync::Semaphore,
-    pub stats: AuthnStats,
+    pub stats: IssuerStats,
 }
 
 impl Authenticator {
@@ -164,13 +184,16 @@ impl Authenticator {
                 cfg.issuer_url
             )));
         }
-        if cfg.client_id.is_empty() {
+        if cfg.audiences.iter().all(String::is_empty) {
             return Err(AuthnError::Config("--oidc-client-id is required".into()));
         }
-        let client = IssuerClient::new(&cfg.issuer_url, cfg.ca_pem.as_deref())?;
+        let client = IssuerClient::new(
+            &cfg.issuer_url,
+            cfg.discovery_url.as_deref(),
+            cfg.ca_pem.as_deref(),
+        )?;
         let algorithms = cfg.signing_algs.clone();
         Ok(Arc::new(Authenticator {
-            cache: TokenCache::new(cfg.cache_size),
             client,
             algorithms,
             keys: ArcSwap::from_pointee(KeySet::default()),
@@ -179,7 +202,7 @@ impl Authenticator {
             fetches: std::sync::Mutex::new(Fetches::default()),
             fetched: tokio::sync::watch::Sender::new(0),
             held: tokio::sync::Semaphore::new(MAX_HELD),
-            stats: AuthnStats::default(),
+            stats: IssuerStats::default(),
             cfg,
         }))
     }
@@ -189,25 +212,27 @@ impl Authenticator {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Verifies a bearer token and maps it to a user; repeat tokens come from the cache.
-    pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Arc<User>, AuthnError> {
-        let now = Instant::now();
-        let key = TokenCache::key(token);
-        if let Some(user) = self.cache.get(&key, now) {
-            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(user);
-        }
-        self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let (user, exp) = self.verify(token).await?;
-        let user = Arc::new(user);
-        // `exp` can be any number the issuer signed (1e300 included): cap before adding to an
-        // Instant, which panics on overflow.
-        let remaining = Duration::from_secs(exp.saturating_sub(unix_now())).min(cache::MAX_ENTRY_AGE);
-        self.cache.insert(key, user.clone(), now + remaining, now);
-        Ok(user)
+    pub fn issuer_url(&self) -> &str {
+        &self.cfg.issuer_url
     }
 
-    async fn verify(self: &Arc<Self>, token: &str) -> Result<(User, u64), AuthnError> {
+    pub fn fingerprint(&self) -> u64 {
+        self.cfg.fingerprint
+    }
+
+    /// Verifies a token of this issuer and maps it to a user; returns the user and `exp`.
+    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<(User, u64), AuthnError> {
+        let result = self.verify_uncounted(token).await;
+        let counter = if result.is_ok() {
+            &self.stats.accepted
+        } else {
+            &self.stats.refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn verify_uncounted(self: &Arc<Self>, token: &str) -> Result<(User, u64), AuthnError> {
         if !self.is_ready() {
             return Err(AuthnError::NotReady);
         }
@@ -221,25 +246,13 @@ impl Authenticator {
             self.refetch_for_unknown_kid(kid).await;
         }
         let claims = jws::verify(&self.keys.load(), &jws)?;
-        jws::check_registered_claims(&claims, &self.cfg.issuer_url, &self.cfg.client_id, unix_now())?;
+        jws::check_registered_claims(&claims, &self.cfg.issuer_url, &self.cfg.audiences, unix_now())?;
         self.accept(claims)
     }
 
-    /// Whether `token` claims (unverified) to come from this proxy's issuer. Such a token is
-    /// never handed to a cluster's TokenReview (`--token-passthrough`): if the issuer refused it
-    /// (expired, wrong audience), nobody else should be asked, or shown it.
+    /// Whether `token` claims (unverified) to come from this issuer.
     pub fn claims_our_issuer(&self, token: &str) -> bool {
-        let mut parts = token.split('.');
-        let (Some(_), Some(payload), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return false;
-        };
-        URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()
-            .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
-            .is_some_and(|c| c.get("iss").and_then(Value::as_str) == Some(self.cfg.issuer_url.as_str()))
+        unverified_issuer(token).as_deref() == Some(self.cfg.issuer_url.as_str())
     }
 
     fn accept(&self, claims: Map<String, Value>) -> Result<(User, u64), AuthnError> {
@@ -253,7 +266,11 @@ impl Authenticator {
             }
         }
         let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0).max(0.0) as u64;
-        Ok((self.cfg.mapping.user(&claims)?, exp))
+        let user = match &self.cfg.mapping {
+            Mapping::Flags(m) => m.user(&claims)?,
+            Mapping::Rules(r) => r.user(&claims)?,
+        };
+        Ok((user, exp))
     }
 
     /// An unknown `kid` usually means the issuer rotated keys: fetch again, but at most once per
@@ -414,7 +431,23 @@ impl Authenticator {
     }
 }
 
-fn unix_now() -> u64 {
+/// The `iss` a token claims, read without verifying anything: what routes a token to its
+/// issuer before any signature work. `None` for anything that is not a JWT with a string `iss`.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&json).ok()?.iss
+}
+
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -111,6 +111,12 @@ pub struct Args {
     pub secret_name: String,
 
     // ---- OIDC
+    /// kube-apiserver's AuthenticationConfiguration file (apiserver.config.k8s.io/v1): several
+    /// JWT issuers with claim rules, mappings and user rules in CEL. Re-read when it changes
+    /// (a broken edit keeps the last good version). Excludes the --oidc-* issuer and claim flags.
+    #[arg(long, env = "KOP_AUTHENTICATION_CONFIG", help_heading = "OIDC")]
+    pub authentication_config: Option<PathBuf>,
+
     /// Issuer URL (https); discovery is read from <url>/.well-known/openid-configuration.
     #[arg(long, env = "KOP_OIDC_ISSUER_URL", help_heading = "OIDC")]
     pub oidc_issuer_url: Option<String>,
@@ -325,10 +331,18 @@ pub enum Command {
 /// The flags start-up cannot do without, once [`Args::validate`] has checked them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Required {
-    pub issuer_url: String,
-    pub client_id: String,
+    pub issuers: IssuersFrom,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// Where the trusted issuers come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuersFrom {
+    /// `--oidc-issuer-url` and `--oidc-client-id` (and the other `--oidc-*` flags).
+    Flags { issuer_url: String, client_id: String },
+    /// `--authentication-config`.
+    File(PathBuf),
 }
 
 impl Args {
@@ -336,9 +350,31 @@ impl Args {
     /// The message names the flags at fault.
     pub fn validate(&self) -> Result<Required, String> {
         let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        let (Some(issuer_url), Some(client_id)) = (given(&self.oidc_issuer_url), given(&self.oidc_client_id))
-        else {
-            return Err("--oidc-issuer-url and --oidc-client-id are required".into());
+        let issuers = match &self.authentication_config {
+            Some(path) if !path.as_os_str().is_empty() => {
+                let set = self.oidc_flags_set();
+                if !set.is_empty() {
+                    return Err(format!(
+                        "--authentication-config and the --oidc-* flags are mutually exclusive (given: {})",
+                        set.join(", ")
+                    ));
+                }
+                IssuersFrom::File(path.clone())
+            }
+            _ => {
+                let (Some(issuer_url), Some(client_id)) =
+                    (given(&self.oidc_issuer_url), given(&self.oidc_client_id))
+                else {
+                    return Err(
+                        "--oidc-issuer-url and --oidc-client-id are required (or --authentication-config)"
+                            .into(),
+                    );
+                };
+                IssuersFrom::Flags {
+                    issuer_url,
+                    client_id,
+                }
+            }
         };
         let (Some(cert_file), Some(key_file)) = (&self.tls_cert_file, &self.tls_private_key_file) else {
             return Err("--tls-cert-file and --tls-private-key-file are required".into());
@@ -364,8 +400,7 @@ impl Args {
             ));
         }
         Ok(Required {
-            issuer_url,
-            client_id,
+            issuers,
             cert_file: cert_file.clone(),
             key_file: key_file.clone(),
         })
@@ -383,6 +418,33 @@ impl Args {
         .cloned()
         .collect();
         (names, self.requestheader_extra_headers_prefix.clone())
+    }
+
+    /// The `--oidc-*` flags that describe an issuer or its claims and were given a value other
+    /// than their default: kube-apiserver refuses them next to an authentication config.
+    fn oidc_flags_set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        let mut check = |name, given: bool| {
+            if given {
+                set.push(name);
+            }
+        };
+        check(
+            "--oidc-issuer-url",
+            self.oidc_issuer_url.as_ref().is_some_and(|s| !s.is_empty()),
+        );
+        check(
+            "--oidc-client-id",
+            self.oidc_client_id.as_ref().is_some_and(|s| !s.is_empty()),
+        );
+        check("--oidc-ca-file", self.oidc_ca_file.is_some());
+        check("--oidc-signing-algs", self.oidc_signing_algs != ["RS256"]);
+        check("--oidc-username-claim", self.oidc_username_claim != "sub");
+        check("--oidc-username-prefix", !self.oidc_username_prefix.is_empty());
+        check("--oidc-groups-claim", self.oidc_groups_claim != "groups");
+        check("--oidc-groups-prefix", !self.oidc_groups_prefix.is_empty());
+        check("--oidc-required-claim", !self.oidc_required_claim.is_empty());
+        set
     }
 
     /// True when the username prefix flag means "no prefix".
@@ -411,7 +473,13 @@ mod tests {
             "--tls-private-key-file=k.pem",
         ];
         let ok = parse(&base).expect("parse").validate().expect("valid");
-        assert_eq!(ok.issuer_url, "https://kc/realms/r");
+        assert_eq!(
+            ok.issuers,
+            IssuersFrom::Flags {
+                issuer_url: "https://kc/realms/r".into(),
+                client_id: "kube".into()
+            }
+        );
         assert_eq!(ok.key_file, PathBuf::from("k.pem"));
         let with = |extra: &[&str], drop: &str| {
             let args: Vec<&str> = base
@@ -475,6 +543,49 @@ mod tests {
         );
         assert_eq!(a.extra_user_headers.len(), 3);
         assert_eq!(a.verbosity, 4);
+    }
+
+    #[test]
+    fn an_authentication_config_excludes_the_oidc_flags() {
+        let base = ["--tls-cert-file=c", "--tls-private-key-file=k"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            parse(&args).expect("parse").validate()
+        };
+        let r = with(&["--authentication-config=authn.yaml"]).expect("valid");
+        assert_eq!(r.issuers, IssuersFrom::File("authn.yaml".into()));
+        // Proxy-wide settings of every issuer stay allowed.
+        assert!(
+            with(&[
+                "--authentication-config=a",
+                "--oidc-jwks-refresh-interval=5m",
+                "--token-cache-size=5"
+            ])
+            .is_ok()
+        );
+        for flag in [
+            "--oidc-issuer-url=https://kc",
+            "--oidc-client-id=kube",
+            "--oidc-ca-file=ca.pem",
+            "--oidc-signing-algs=ES256",
+            "--oidc-username-claim=email",
+            "--oidc-username-prefix=oidc:",
+            "--oidc-groups-claim=roles",
+            "--oidc-groups-prefix=kc:",
+            "--oidc-required-claim=a=b",
+        ] {
+            let e = with(&["--authentication-config=a", flag]).unwrap_err();
+            let name = flag.split('=').next().unwrap();
+            assert!(
+                e.contains("mutually exclusive") && e.contains(name),
+                "{flag}: {e}"
+            );
+        }
+        let e = with(&[]).unwrap_err();
+        assert!(
+            e.contains("--oidc-issuer-url") && e.contains("--authentication-config"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Configuration files: read once at start, validated with errors that name file, line and field.
 
+pub mod authentication;
 pub mod clusters;
 pub mod reload;
 pub mod role_file;

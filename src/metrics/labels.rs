@@ -218,6 +218,11 @@ pub(super) struct ClusterLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct IssuerLabels {
+    pub(super) issuer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct SourceLabels {
     pub(super) cluster: String,
     pub(super) source: &'static str,

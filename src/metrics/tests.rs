@@ -2,7 +2,17 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::*;
 // The real counter owners, as the proxy wires them at scrape time.
-use crate::{audit::webhook::AuditStats, authn::AuthnStats};
+use crate::audit::webhook::AuditStats;
+
+/// Authentication's figures as a test sets them.
+#[derive(Default)]
+struct FakeAuthn(std::sync::Mutex<AuthnFigures>);
+
+impl AuthnCounters for FakeAuthn {
+    fn authn_figures(&self) -> AuthnFigures {
+        self.0.lock().unwrap().clone()
+    }
+}
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -224,7 +234,7 @@ fn gauges_follow_their_guards() {
 #[test]
 fn sources_are_read_at_scrape_time() {
     let m = Metrics::new();
-    let authn = AuthnStats::default();
+    let authn = FakeAuthn::default();
     let audit = AuditStats::default();
     let sources = |authn, audit| Sources {
         authn: Some(authn),
@@ -251,26 +261,52 @@ fn sources_are_read_at_scrape_time() {
         ],
         failing: vec![("c3".into(), "secret")],
     };
-    let out = m.render(&sources(&authn, &audit));
+    let out = m.render(&sources(&authn as &dyn AuthnCounters, &audit));
     has(&out, "kop_token_cache_hits_total 0");
     has(&out, "kop_audit_queue_depth 0");
 
-    authn.cache_hits.store(41, Ordering::Relaxed);
-    authn.cache_misses.store(2, Ordering::Relaxed);
-    authn.key_fetches.store(5, Ordering::Relaxed);
-    authn.key_fetch_failures.store(1, Ordering::Relaxed);
+    *authn.0.lock().unwrap() = AuthnFigures {
+        cache_hits: 41,
+        cache_misses: 2,
+        key_fetches: 5,
+        key_fetch_failures: 1,
+        issuers: vec![
+            IssuerFigures {
+                issuer: "https://kc/realms/people".into(),
+                ready: true,
+                key_fetches: 4,
+                key_fetch_failures: 0,
+                accepted: 30,
+                refused: 2,
+            },
+            IssuerFigures {
+                issuer: "https://kc/realms/robots".into(),
+                ready: false,
+                key_fetches: 1,
+                key_fetch_failures: 1,
+                accepted: 0,
+                refused: 7,
+            },
+        ],
+    };
     let set = |c: &AtomicU64, v| c.store(v, Ordering::Relaxed);
     set(&audit.sent, 100);
     set(&audit.retried, 4);
     set(&audit.dropped, 3);
     set(&audit.failed, 2);
     audit.queued.store(9, Ordering::Relaxed);
-    let out = m.render(&sources(&authn, &audit));
+    let out = m.render(&sources(&authn as &dyn AuthnCounters, &audit));
     for line in [
         "kop_token_cache_hits_total 41",
         "kop_token_cache_misses_total 2",
         "kop_jwks_refreshes_total 5",
         "kop_jwks_refresh_failures_total 1",
+        r#"kop_issuer_ready{issuer="https://kc/realms/people"} 1"#,
+        r#"kop_issuer_ready{issuer="https://kc/realms/robots"} 0"#,
+        r#"kop_issuer_jwks_refreshes_total{issuer="https://kc/realms/people"} 4"#,
+        r#"kop_issuer_jwks_refresh_failures_total{issuer="https://kc/realms/robots"} 1"#,
+        r#"kop_issuer_tokens_accepted_total{issuer="https://kc/realms/people"} 30"#,
+        r#"kop_issuer_tokens_refused_total{issuer="https://kc/realms/robots"} 7"#,
         "kop_audit_events_sent_total 100",
         "kop_audit_events_retried_total 4",
         "kop_audit_events_dropped_total 3",

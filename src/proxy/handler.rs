@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     audit::webhook::AuditDecision,
-    authn::{Authenticator, User},
+    authn::{Issuers, User},
     authz::{
         rbac::{Decision, Snapshot},
         request_info::RequestInfo,
@@ -36,7 +36,7 @@ use crate::{
 };
 
 pub struct Proxy {
-    pub authn: Arc<Authenticator>,
+    pub authn: Arc<Issuers>,
     /// `--token-passthrough`: tokens the issuer does not vouch for are reviewed by the cluster.
     pub reviewer: Option<TokenReviewer>,
     pub clusters: Arc<Registry>,

@@ -104,7 +104,7 @@ fn reply(code: StatusCode, body: String, content_type: &'static str) -> Response
 /// cluster still unreachable after `cluster_wait` is reported but no longer holds the others
 /// back), and no shutdown has begun.
 pub fn readiness(
-    authn: Arc<crate::authn::Authenticator>,
+    authn: Arc<crate::authn::Issuers>,
     registry: Arc<crate::cluster::Registry>,
     started: std::time::Instant,
     cluster_wait: std::time::Duration,
@@ -112,10 +112,18 @@ pub fn readiness(
 ) -> ReadyCheck {
     Arc::new(move || {
         let mut reasons = Vec::new();
-        if !authn.is_ready() {
-            reasons.push("OIDC issuer keys are not loaded yet".to_string());
-        }
         let waiting = started.elapsed() < cluster_wait;
+        // Every issuer's keys, as the one issuer's before; past the wait, an issuer still
+        // unreachable no longer holds back the others (its own tokens are refused meanwhile).
+        let issuers = authn.states();
+        let any_ready = issuers.iter().any(|i| i.ready);
+        for i in issuers.iter().filter(|i| !i.ready) {
+            if waiting || !any_ready {
+                reasons.push(format!("OIDC issuer {} keys are not loaded yet", i.url));
+            } else {
+                tracing::debug!(issuer = %i.url, "issuer keys still not loaded");
+            }
+        }
         for c in registry.all().iter().filter(|c| !c.rbac.is_ready()) {
             let why = c.rbac.last_error().unwrap_or_else(|| "not loaded yet".into());
             if waiting {
@@ -135,7 +143,7 @@ pub fn readiness(
 /// cluster's RBAC report at scrape time.
 pub fn metrics_renderer(
     metrics: Arc<crate::metrics::Metrics>,
-    authn: Arc<crate::authn::Authenticator>,
+    authn: Arc<crate::authn::Issuers>,
     registry: Arc<crate::cluster::Registry>,
     audit_stats: Arc<crate::audit::webhook::AuditStats>,
 ) -> RenderMetrics {
@@ -159,7 +167,7 @@ pub fn metrics_renderer(
             .map(|(name, c)| (name, c.source.as_str()))
             .collect();
         metrics.render(&Sources {
-            authn: Some(&authn.stats),
+            authn: Some(authn.as_ref()),
             audit: Some(&*audit_stats),
             rbac,
             failing,

@@ -47,6 +47,8 @@ pub struct ProxyBuilder {
     identities: Vec<(String, String)>,
     args: Vec<String>,
     wait_ready: bool,
+    /// `--authentication-config` text instead of the `--oidc-*` flags.
+    authentication_config: Option<String>,
 }
 
 pub fn proxy(issuer: &Issuer) -> ProxyBuilder {
@@ -59,6 +61,7 @@ pub fn proxy(issuer: &Issuer) -> ProxyBuilder {
         identities: Vec::new(),
         args: Vec::new(),
         wait_ready: true,
+        authentication_config: None,
     }
 }
 
@@ -89,6 +92,13 @@ impl ProxyBuilder {
 
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+
+    /// Trusts the issuers of this AuthenticationConfiguration (written to `authn.yaml` in the
+    /// proxy's directory) instead of the `--oidc-*` flags' one.
+    pub fn authentication_config(mut self, yaml: &str) -> Self {
+        self.authentication_config = Some(yaml.into());
         self
     }
 
@@ -127,14 +137,22 @@ impl ProxyBuilder {
             "--bind-address=127.0.0.1".into(),
             "--secure-port=0".into(),
             "--readiness-probe-port=0".into(),
-            format!("--oidc-issuer-url={}", self.issuer_url),
-            format!("--oidc-client-id={}", self.client_id),
-            format!("--oidc-ca-file={}", self.issuer_ca.display()),
             format!("--tls-cert-file={}", cert.display()),
             format!("--tls-private-key-file={}", key.display()),
             format!("--clusters-config={}", clusters_file.display()),
             "--shutdown-grace-period=3s".into(),
         ];
+        match &self.authentication_config {
+            Some(yaml) => {
+                let path = dir.write("authn.yaml", yaml);
+                argv.push(format!("--authentication-config={}", path.display()));
+            }
+            None => argv.extend([
+                format!("--oidc-issuer-url={}", self.issuer_url),
+                format!("--oidc-client-id={}", self.client_id),
+                format!("--oidc-ca-file={}", self.issuer_ca.display()),
+            ]),
+        }
         // A developer's KUBECONFIG must never become a test's management cluster.
         if !self.args.iter().any(|a| a.starts_with("--management-kubeconfig")) {
             argv.push("--management-kubeconfig=".into());
@@ -222,6 +240,20 @@ impl TestProxy {
     pub async fn probe_status(&self, path: &str) -> u16 {
         let url = format!("http://{}{path}", self.probe);
         probe_get(&url).await
+    }
+
+    /// The probe port's answer to `path` as text (`/metrics`).
+    pub async fn probe_text(&self, path: &str) -> String {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+        let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let url = format!("http://{}{path}", self.probe);
+        let resp = client
+            .get(url.parse().expect("url"))
+            .await
+            .expect("probe answers");
+        let body = resp.into_body().collect().await.expect("probe body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     /// The probe port's answer to `path` as JSON (`/clusters`).

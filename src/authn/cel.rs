@@ -1,0 +1,457 @@
+//! CEL for structured authentication (`--authentication-config`): the expressions of claim
+//! validation rules, claim mappings and user validation rules, compiled once at load and
+//! evaluated per token, with kube-apiserver's variables (`claims`, `user`).
+//!
+//! The `cel` crate has no cost limit, so every expression is bounded when it is compiled:
+//! - at most [`MAX_SOURCE`] bytes and [`MAX_NODES`] syntax nodes;
+//! - no comprehension (`map`, `all`, `exists`, `filter`, ...) inside the body of another, so an
+//!   evaluation visits each element of a claim's list at most once per node;
+//! - `replace`, the one string function that can grow its input without bound, takes a literal
+//!   replacement, and the growth all of an expression's `replace` calls allow together (1 + the
+//!   replacement's length, multiplied) is at most [`MAX_GROWTH`].
+//!
+//! With those, an evaluation is linear in the size of the token it reads (which the request's
+//! header limit bounds) times the expression's size.
+
+use std::{collections::HashMap, sync::Arc, sync::OnceLock};
+
+use cel::{
+    Context, Env, Program, Value,
+    common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue},
+};
+use serde_json::Map;
+
+/// Longest expression source accepted.
+pub const MAX_SOURCE: usize = 4096;
+/// Most syntax nodes in one expression, after macro expansion.
+pub const MAX_NODES: usize = 256;
+/// Largest factor by which `replace` calls may grow a string, all together.
+pub const MAX_GROWTH: usize = 1024;
+
+/// The environment every expression is compiled and run in: CEL's standard library, optional
+/// fields (`claims.?x.orValue(...)`), the strings extension and `matches`, as kube-apiserver's
+/// authentication environment offers them.
+fn env() -> &'static Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib().with_optional_support(true);
+        // The strings extension is part of the crate; registering it cannot fail.
+        let _ = env.add_extension(cel::extensions::strings);
+        Arc::new(env)
+    })
+}
+
+/// A compiled expression and its source (the source is what error messages quote).
+pub struct Expression {
+    pub source: String,
+    program: Program,
+}
+
+impl std::fmt::Debug for Expression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Expression").field(&self.source).finish()
+    }
+}
+
+/// The variable an expression may read: `claims` (claim rules and mappings) or `user` (user
+/// validation rules). kube-apiserver refuses the other one at compile time; so do we.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variable {
+    Claims,
+    User,
+}
+
+impl Variable {
+    fn name(self) -> &'static str {
+        match self {
+            Variable::Claims => "claims",
+            Variable::User => "user",
+        }
+    }
+}
+
+/// Compiles `source` for `variable`, or says why it cannot be used.
+pub fn compile(source: &str, variable: Variable) -> Result<Expression, String> {
+    if source.trim().is_empty() {
+        return Err("expression is empty".into());
+    }
+    if source.len() > MAX_SOURCE {
+        return Err(format!(
+            "expression is {} bytes long, more than the {MAX_SOURCE} allowed",
+            source.len()
+        ));
+    }
+    let program = env()
+        .compile(source)
+        .map_err(|e| format!("compilation failed: {}", first_line(&e.to_string())))?;
+    let mut walk = Walk::default();
+    walk.visit(program.expression(), 0);
+    if walk.nodes > MAX_NODES {
+        return Err(format!(
+            "expression has {} nodes, more than the {MAX_NODES} allowed",
+            walk.nodes
+        ));
+    }
+    if let Some(problem) = walk.problem {
+        return Err(problem);
+    }
+    let other = match variable {
+        Variable::Claims => Variable::User,
+        Variable::User => Variable::Claims,
+    };
+    if walk.idents.iter().any(|i| i == other.name()) {
+        return Err(format!(
+            "undeclared reference to '{}' (in this field only '{}' is defined)",
+            other.name(),
+            variable.name()
+        ));
+    }
+    Ok(Expression {
+        source: source.to_string(),
+        program,
+    })
+}
+
+/// The checks of [`compile`] that need the syntax tree.
+#[derive(Default)]
+struct Walk {
+    nodes: usize,
+    growth: usize,
+    idents: Vec<String>,
+    problem: Option<String>,
+    /// `claims.email` and `claims.email_verified` are read (kube's email rule needs to know).
+    selects: Vec<(String, String)>,
+}
+
+impl Walk {
+    /// `depth`: how many comprehension bodies enclose this node.
+    fn visit(&mut self, e: &IdedExpr, depth: usize) {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES || self.problem.is_some() {
+            return;
+        }
+        match &e.expr {
+            Expr::Unspecified | Expr::Literal(_) => {}
+            Expr::Ident(name) => self.idents.push(name.clone()),
+            Expr::Select(s) => {
+                if let Expr::Ident(root) = &s.operand.expr {
+                    self.selects.push((root.clone(), s.field.clone()));
+                }
+                self.visit(&s.operand, depth);
+            }
+            Expr::Call(c) => {
+                // `claims.?email` is the optional-select call with the field as a literal.
+                if c.func_name == "_?._"
+                    && let [
+                        IdedExpr {
+                            expr: Expr::Ident(root),
+                            ..
+                        },
+                        IdedExpr {
+                            expr: Expr::Literal(LiteralValue::String(field)),
+                            ..
+                        },
+                    ] = c.args.as_slice()
+                {
+                    self.selects.push((root.clone(), field.inner().to_string()));
+                }
+                if c.func_name == "replace" && c.target.is_some() {
+                    self.replace(&c.args);
+                }
+                if c.func_name == "format" {
+                    self.problem = Some("format() is not available".into());
+                }
+                if let Some(t) = &c.target {
+                    self.visit(t, depth);
+                }
+                for a in &c.args {
+                    self.visit(a, depth);
+                }
+            }
+            Expr::Comprehension(c) => {
+                if depth >= 1 {
+                    self.problem = Some(
+                        "a comprehension (map, all, exists, exists_one, filter) inside the body \
+                         of another is not allowed: its cost would grow with the square of the \
+                         token's size"
+                            .into(),
+                    );
+                    return;
+                }
+                self.visit(&c.iter_range, depth);
+                self.visit(&c.accu_init, depth);
+                self.visit(&c.loop_cond, depth + 1);
+                self.visit(&c.loop_step, depth + 1);
+                self.visit(&c.result, depth);
+            }
+            Expr::List(l) => {
+                for x in &l.elements {
+                    self.visit(x, depth);
+                }
+            }
+            Expr::Map(m) => self.entries(&m.entries, depth),
+            Expr::Struct(s) => self.entries(&s.entries, depth),
+        }
+    }
+
+    fn entries(&mut self, entries: &[cel::common::ast::IdedEntryExpr], depth: usize) {
+        for entry in entries {
+            match &entry.expr {
+                EntryExpr::StructField(f) => self.visit(&f.value, depth),
+                EntryExpr::MapEntry(m) => {
+                    self.visit(&m.key, depth);
+                    self.visit(&m.value, depth);
+                }
+            }
+        }
+    }
+
+    fn replace(&mut self, args: &[IdedExpr]) {
+        let Some(IdedExpr {
+            expr: Expr::Literal(LiteralValue::String(to)),
+            ..
+        }) = args.get(1)
+        else {
+            self.problem = Some("replace() needs a string literal as its replacement".into());
+            return;
+        };
+        let factor = to.len() + 1;
+        self.growth = self.growth.max(1).saturating_mul(factor);
+        if self.growth > MAX_GROWTH {
+            self.problem = Some(format!(
+                "the replace() calls of this expression could grow a claim {}-fold, more than \
+                 the {MAX_GROWTH} allowed",
+                self.growth
+            ));
+        }
+    }
+}
+
+impl Expression {
+    /// Whether the expression reads `claims.<field>` (plain or optional select).
+    pub fn reads_claim(&self, field: &str) -> bool {
+        let mut walk = Walk::default();
+        walk.visit(self.program.expression(), 0);
+        walk.selects
+            .iter()
+            .any(|(root, f)| root == "claims" && f == field)
+    }
+
+    /// Runs the expression with `name` bound to `value`.
+    pub fn eval(&self, name: &str, value: &Value) -> Result<Value, String> {
+        let mut ctx = Context::with_env(env().clone());
+        ctx.add_variable_from_value(name, value.clone());
+        self.program.execute(&ctx).map_err(|e| e.to_string())
+    }
+}
+
+/// Claims as CEL sees them in kube-apiserver: decoded from JSON the way Go's `encoding/json`
+/// decodes into `interface{}`, so every number is a double.
+pub fn claims_value(claims: &Map<String, serde_json::Value>) -> Value {
+    Value::from(
+        claims
+            .iter()
+            .map(|(k, v)| (k.clone(), json_value(v)))
+            .collect::<HashMap<String, Value>>(),
+    )
+}
+
+fn json_value(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(items) => Value::List(Arc::new(items.iter().map(json_value).collect())),
+        serde_json::Value::Object(o) => claims_value(o),
+    }
+}
+
+/// The `user` variable of user validation rules: `username`, `uid`, `groups`, `extra`.
+pub fn user_value(user: &super::User) -> Value {
+    let strings = |v: &[String]| Value::List(Arc::new(v.iter().map(|s| Value::from(s.as_str())).collect()));
+    let extra: HashMap<String, Value> = user.extra.iter().map(|(k, v)| (k.clone(), strings(v))).collect();
+    let mut fields: HashMap<String, Value> = HashMap::new();
+    fields.insert("username".into(), Value::from(user.name.as_str()));
+    fields.insert("uid".into(), Value::from(user.uid.as_str()));
+    fields.insert("groups".into(), strings(&user.groups));
+    fields.insert("extra".into(), Value::from(extra));
+    Value::from(fields)
+}
+
+/// A CEL result as a string or list of strings (groups and extra values): a string is one value
+/// (none when empty), null is none; anything else is an error.
+pub fn string_list(v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
+        Value::String(s) => Ok(vec![s.to_string()]),
+        Value::List(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(format!(
+                    "expression must return a string or a list of strings, found a list holding {}",
+                    type_name(other)
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "expression must return a string or a list of strings, found {}",
+            type_name(other)
+        )),
+    }
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+        Value::Function(..) => "function",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "double",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "bool",
+        Value::Null => "null",
+        _ => "value",
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn claims() -> Value {
+        match json!({"sub": "1234", "email": "a@x.com", "email_verified": true,
+            "groups": ["dev", "ops"], "hd": "example.com", "exp": 1700000100, "nbf": 1700000000,
+            "roles": "a,b", "username": "bob"})
+        {
+            serde_json::Value::Object(m) => claims_value(&m),
+            _ => unreachable!(),
+        }
+    }
+
+    fn run(src: &str) -> Result<Value, String> {
+        compile(src, Variable::Claims)?.eval("claims", &claims())
+    }
+
+    /// The expressions of kube-apiserver's documentation for structured authentication.
+    #[test]
+    fn the_documented_expressions_work() {
+        let ok = |src: &str, want: Value| assert_eq!(run(src).unwrap(), want, "{src}");
+        ok("claims.email_verified", Value::Bool(true));
+        ok(
+            "claims.groups.map(g, 'oidc:' + g)",
+            Value::from(vec!["oidc:dev", "oidc:ops"]),
+        );
+        ok("has(claims.groups)", Value::Bool(true));
+        ok("has(claims.nope)", Value::Bool(false));
+        ok("claims.hd == 'example.com'", Value::Bool(true));
+        ok("claims.exp - claims.nbf <= 86400", Value::Bool(true));
+        ok(
+            "claims.username + ':external-user'",
+            Value::from("bob:external-user"),
+        );
+        ok("claims.roles.split(',')", Value::from(vec!["a", "b"]));
+        ok(
+            "claims.email_verified ? claims.email : claims.sub",
+            Value::from("a@x.com"),
+        );
+        ok("claims.?nope.orValue('none')", Value::from("none"));
+        ok("claims.email.lowerAscii().endsWith('@x.com')", Value::Bool(true));
+        ok("claims.sub.matches('^[0-9]+$')", Value::Bool(true));
+        ok("claims.email.replace('@', '-at-')", Value::from("a-at-x.com"));
+        let user = user_value(&crate::authn::User {
+            name: "system:admin".into(),
+            groups: vec!["dev".into()],
+            ..Default::default()
+        });
+        let rule = compile("!user.username.startsWith('system:')", Variable::User).unwrap();
+        assert_eq!(rule.eval("user", &user).unwrap(), Value::Bool(false));
+        let rule = compile("user.groups.all(g, !g.startsWith('system:'))", Variable::User).unwrap();
+        assert_eq!(rule.eval("user", &user).unwrap(), Value::Bool(true));
+    }
+
+    #[test]
+    fn numbers_are_doubles_as_in_kube() {
+        assert_eq!(run("claims.exp").unwrap(), Value::Float(1700000100.0));
+        assert_eq!(run("int(claims.exp) == 1700000100").unwrap(), Value::Bool(true));
+    }
+
+    #[test]
+    fn a_missing_claim_is_an_error_not_a_value() {
+        assert!(run("claims.nope").is_err());
+    }
+
+    #[test]
+    fn costly_or_foreign_expressions_are_refused_at_compile_time() {
+        let refused = |src: &str, var: Variable, why: &str| {
+            let e = compile(src, var).unwrap_err();
+            assert!(e.contains(why), "{src}: {e}");
+        };
+        refused("", Variable::Claims, "empty");
+        refused("claims.", Variable::Claims, "compilation failed");
+        refused(&"a".repeat(MAX_SOURCE + 1), Variable::Claims, "bytes long");
+        let wide = (0..200)
+            .map(|i| format!("claims.c{i}"))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        refused(&wide, Variable::Claims, "nodes");
+        refused(
+            "claims.groups.all(g, claims.groups.exists(h, g == h))",
+            Variable::Claims,
+            "inside the body",
+        );
+        refused("claims.sub.replace('1', claims.sub)", Variable::Claims, "literal");
+        refused(
+            "claims.sub.replace('', 'xxxxxxxxxxxxxxxx').replace('', 'xxxxxxxxxxxxxxxx').replace('', 'xxxxxxx')",
+            Variable::Claims,
+            "fold",
+        );
+        refused("'%s'.format([claims.sub])", Variable::Claims, "format");
+        refused(
+            "user.username",
+            Variable::Claims,
+            "undeclared reference to 'user'",
+        );
+        refused(
+            "claims.sub == ''",
+            Variable::User,
+            "undeclared reference to 'claims'",
+        );
+        // A comprehension over another's result is fine: each runs once.
+        assert!(
+            compile(
+                "claims.groups.filter(g, g != 'x').map(g, 'k:' + g)",
+                Variable::Claims
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn reads_claim_sees_plain_and_optional_selects() {
+        let e = compile("claims.email_verified ? claims.email : ''", Variable::Claims).unwrap();
+        assert!(e.reads_claim("email") && e.reads_claim("email_verified"));
+        let e = compile("claims.?email.orValue('')", Variable::Claims).unwrap();
+        assert!(e.reads_claim("email") && !e.reads_claim("email_verified"));
+    }
+
+    #[test]
+    fn string_lists() {
+        assert_eq!(string_list(&Value::Null).unwrap(), Vec::<String>::new());
+        assert_eq!(string_list(&Value::from("")).unwrap(), Vec::<String>::new());
+        assert_eq!(string_list(&Value::from("a")).unwrap(), ["a"]);
+        assert_eq!(string_list(&Value::from(vec!["a", "b"])).unwrap(), ["a", "b"]);
+        assert!(string_list(&Value::Int(1)).is_err());
+        assert!(string_list(&Value::from(vec![Value::Int(1)])).is_err());
+    }
+}

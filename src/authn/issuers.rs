@@ -1,0 +1,262 @@
+//! Every issuer the proxy trusts, and the one cache of verified tokens in front of them.
+//!
+//! A repeat token is answered from the cache before anything else (one SHA-256 and a map
+//! lookup, whatever the number of issuers). A new token is routed by the `iss` it claims,
+//! read without verifying anything, to that issuer alone: a token of an unknown issuer costs a
+//! base64 decode and a JSON parse, never a signature check or a key fetch.
+//!
+//! With `--authentication-config` the set is replaced when the file changes: issuers whose
+//! entry is unchanged are kept with their keys, new ones start fetching theirs, removed ones
+//! stop, and the cache is emptied, so no user mapped under the old rules outlives the change.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use super::{Authenticator, AuthnError, TokenCache, User, cache, unix_now, unverified_issuer};
+
+struct Running {
+    authn: Arc<Authenticator>,
+    /// Stops this issuer's key refresher when it leaves the set.
+    stop: CancellationToken,
+}
+
+/// The issuers in force, by URL.
+#[derive(Default)]
+struct Set {
+    by_url: HashMap<String, Running>,
+}
+
+/// One issuer's state, for `/ready`, `/clusters`-style reports and metrics.
+#[derive(Debug, Clone)]
+pub struct IssuerState {
+    pub url: String,
+    pub ready: bool,
+    pub key_fetches: u64,
+    pub key_fetch_failures: u64,
+    pub accepted: u64,
+    pub refused: u64,
+}
+
+pub struct Issuers {
+    set: ArcSwap<Set>,
+    cache: TokenCache,
+    /// Bumped by every change of the set: a user verified under an older set is not cached.
+    generation: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    /// Parent of the issuers' refreshers; `None` until [`Issuers::start`].
+    background: std::sync::Mutex<Option<CancellationToken>>,
+}
+
+impl Issuers {
+    /// The issuers (their keys not loaded yet) and a cache of `cache_size` tokens.
+    pub fn new(issuers: Vec<Arc<Authenticator>>, cache_size: usize) -> Arc<Issuers> {
+        let by_url = issuers
+            .into_iter()
+            .map(|a| {
+                let running = Running {
+                    authn: a.clone(),
+                    stop: CancellationToken::new(),
+                };
+                (a.issuer_url().to_string(), running)
+            })
+            .collect();
+        Arc::new(Issuers {
+            set: ArcSwap::from_pointee(Set { by_url }),
+            cache: TokenCache::new(cache_size),
+            generation: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            background: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Starts every issuer's key refresher; they stop when `background` fires.
+    pub fn start(&self, background: CancellationToken) {
+        let set = self.set.load();
+        for r in set.by_url.values() {
+            spawn_refresher(&background, r);
+        }
+        *self.background.lock().unwrap_or_else(|e| e.into_inner()) = Some(background);
+    }
+
+    /// Verifies a bearer token and maps it to a user; repeat tokens come from the cache.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<User>, AuthnError> {
+        let now = Instant::now();
+        let key = TokenCache::key(token);
+        if let Some(user) = self.cache.get(&key, now) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(user);
+        }
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let generation = self.generation.load(Ordering::Acquire);
+        let authn = self
+            .issuer_of(token)
+            .ok_or_else(|| AuthnError::Invalid("the token's issuer is not one this proxy trusts".into()))?;
+        let (user, exp) = authn.verify(token).await?;
+        let user = Arc::new(user);
+        // `exp` can be any number the issuer signed (1e300 included): cap before adding to an
+        // Instant, which panics on overflow.
+        let remaining = Duration::from_secs(exp.saturating_sub(unix_now())).min(cache::MAX_ENTRY_AGE);
+        self.cache.insert(key, user.clone(), now + remaining, now);
+        // The set changed while this token was verified: the cache was emptied for the new
+        // rules, and this user, mapped under the old ones, must not land in it after.
+        if self.generation.load(Ordering::Acquire) != generation {
+            self.cache.remove(&key);
+        }
+        Ok(user)
+    }
+
+    /// The issuer a token claims to come from, if the proxy trusts it.
+    fn issuer_of(&self, token: &str) -> Option<Arc<Authenticator>> {
+        let set = self.set.load();
+        if set.by_url.len() == 1 {
+            // One issuer (the `--oidc-*` flags): its own check refuses another `iss`.
+            return set.by_url.values().next().map(|r| r.authn.clone());
+        }
+        let iss = unverified_issuer(token)?;
+        set.by_url.get(&iss).map(|r| r.authn.clone())
+    }
+
+    /// Whether `token` claims (unverified) to come from one of the trusted issuers. Such a token
+    /// is never handed to a cluster's TokenReview (`--token-passthrough`): if its issuer refused
+    /// it (expired, wrong audience), nobody else should be asked, or shown it.
+    pub fn claims_our_issuer(&self, token: &str) -> bool {
+        unverified_issuer(token).is_some_and(|iss| self.set.load().by_url.contains_key(&iss))
+    }
+
+    /// Each issuer's state, by URL.
+    pub fn states(&self) -> Vec<IssuerState> {
+        let set = self.set.load();
+        let mut states: Vec<IssuerState> = set
+            .by_url
+            .values()
+            .map(|r| {
+                let s = &r.authn.stats;
+                let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                IssuerState {
+                    url: r.authn.issuer_url().to_string(),
+                    ready: r.authn.is_ready(),
+                    key_fetches: read(&s.key_fetches),
+                    key_fetch_failures: read(&s.key_fetch_failures),
+                    accepted: read(&s.accepted),
+                    refused: read(&s.refused),
+                }
+            })
+            .collect();
+        states.sort_by(|a, b| a.url.cmp(&b.url));
+        states
+    }
+
+    /// True once every issuer has loaded its keys (the flags' single issuer included).
+    pub fn is_ready(&self) -> bool {
+        self.set.load().by_url.values().all(|r| r.authn.is_ready())
+    }
+
+    /// The one issuer of the `--oidc-*` flags (tests and benchmarks drive it directly).
+    pub fn only(&self) -> Option<Arc<Authenticator>> {
+        let set = self.set.load();
+        (set.by_url.len() == 1).then(|| set.by_url.values().next().map(|r| r.authn.clone()))?
+    }
+
+    /// Replaces the set with `issuers`: an issuer whose URL and fingerprint are unchanged is
+    /// kept (keys, refresher, counters), the others start or stop. Empties the token cache.
+    pub fn replace(&self, issuers: Vec<Arc<Authenticator>>) {
+        let old = self.set.load_full();
+        let background = self.background.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut by_url = HashMap::new();
+        let (mut kept, mut started) = (0, 0);
+        for authn in issuers {
+            let url = authn.issuer_url().to_string();
+            let running = match old.by_url.get(&url) {
+                Some(r) if r.authn.fingerprint() == authn.fingerprint() => {
+                    kept += 1;
+                    Running {
+                        authn: r.authn.clone(),
+                        stop: r.stop.clone(),
+                    }
+                }
+                _ => {
+                    started += 1;
+                    let r = Running {
+                        authn,
+                        stop: CancellationToken::new(),
+                    };
+                    if let Some(bg) = &background {
+                        spawn_refresher(bg, &r);
+                    }
+                    r
+                }
+            };
+            by_url.insert(url, running);
+        }
+        let mut stopped = 0;
+        for (url, r) in &old.by_url {
+            let same = by_url
+                .get(url)
+                .is_some_and(|n: &Running| Arc::ptr_eq(&n.authn, &r.authn));
+            if !same {
+                r.stop.cancel();
+                stopped += 1;
+            }
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.set.store(Arc::new(Set { by_url }));
+        self.cache.clear();
+        tracing::info!(kept, started, stopped, "authentication configuration applied");
+    }
+
+    pub fn cache_figures(&self) -> (u64, u64) {
+        (
+            self.cache_hits.load(Ordering::Relaxed),
+            self.cache_misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn spawn_refresher(background: &CancellationToken, r: &Running) {
+    // Stops with the process (background) or when the issuer leaves the set (its own token).
+    let stop = r.stop.clone();
+    let both = background.child_token();
+    let watch = both.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => watch.cancel(),
+            _ = watch.cancelled() => {}
+        }
+    });
+    r.authn.spawn_refresher(both);
+}
+
+impl crate::metrics::AuthnCounters for Issuers {
+    fn authn_figures(&self) -> crate::metrics::AuthnFigures {
+        let (cache_hits, cache_misses) = self.cache_figures();
+        let issuers = self.states();
+        crate::metrics::AuthnFigures {
+            cache_hits,
+            cache_misses,
+            key_fetches: issuers.iter().map(|i| i.key_fetches).sum(),
+            key_fetch_failures: issuers.iter().map(|i| i.key_fetch_failures).sum(),
+            issuers: issuers
+                .into_iter()
+                .map(|i| crate::metrics::IssuerFigures {
+                    issuer: i.url,
+                    ready: i.ready,
+                    key_fetches: i.key_fetches,
+                    key_fetch_failures: i.key_fetch_failures,
+                    accepted: i.accepted,
+                    refused: i.refused,
+                })
+                .collect(),
+        }
+    }
+}
