@@ -5,7 +5,10 @@
 //!   loaded from a real issuer over TLS (target: <= 60 µs extra CPU over a cached request);
 //! - a cached request: `authenticate` on a token already in the cache;
 //! - the token cache itself: SHA-256 key of a ~1 KB token, lookup with 10k entries, insert;
-//! - jsonwebtoken alone with the proxy's `Validation`, the library floor of a verification.
+//! - jsonwebtoken alone with the proxy's `Validation`, the library floor of a verification;
+//! - claims to user: the `--oidc-*` flag mapping against an `--authentication-config` entry with
+//!   the CEL rules of kube-apiserver's documentation (claim rule, username, groups, extra, user
+//!   rule), and a first request under those rules: the per-token cost of CEL.
 //!
 //! The issuer is the benchmark's own (bench/common: an RSA-2048 key, discovery and JWKS over
 //! TLS on 127.0.0.1), so the `Authenticator` is built and fed exactly as in production.
@@ -75,15 +78,50 @@ fn setup() -> Setup {
     }
 }
 
-fn authenticator(s: &Setup, cache_size: usize) -> Arc<Issuers> {
-    let mapping = Mapping::Flags(ClaimMapping {
+fn flag_mapping() -> ClaimMapping {
+    ClaimMapping {
         username_claim: "email".into(),
         username_prefix: String::new(),
         groups_claim: "groups".into(),
         groups_prefix: String::new(),
         required_claims: Vec::new(),
-    });
-    issuers(s, cache_size, mapping)
+    }
+}
+
+fn authenticator(s: &Setup, cache_size: usize) -> Arc<Issuers> {
+    issuers(s, cache_size, Mapping::Flags(flag_mapping()))
+}
+
+/// An `--authentication-config` entry with the expressions kube-apiserver's documentation uses.
+fn cel_rules(issuer_url: &str) -> Mapping {
+    let yaml = format!(
+        "apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+- issuer:
+    url: {issuer_url}
+    audiences: [{CLIENT_ID}]
+  claimValidationRules:
+  - expression: 'claims.exp - claims.nbf <= 86400'
+    message: total token lifetime must not exceed 24 hours
+  claimMappings:
+    username:
+      expression: 'claims.email_verified ? claims.email : claims.sub'
+    groups:
+      expression: 'claims.groups.map(g, g.lowerAscii())'
+    uid:
+      claim: sub
+    extra:
+    - key: example.com/name
+      valueExpression: claims.name
+  userValidationRules:
+  - expression: \"!user.username.startsWith('system:')\"
+    message: 'username cannot use the reserved system: prefix'
+"
+    );
+    let cfg = kube_oidc_proxy::config::authentication::parse(std::path::Path::new("bench.yaml"), &yaml)
+        .expect("the bench config is valid");
+    Mapping::Rules(cfg.jwt[0].rules.clone())
 }
 
 fn issuers(s: &Setup, cache_size: usize, mapping: Mapping) -> Arc<Issuers> {
@@ -147,6 +185,35 @@ fn bench(c: &mut Criterion) {
             local
                 .block_on(cached.authenticate(black_box(&s.tokens[0])))
                 .expect("cached")
+        })
+    });
+
+    // Claims to user: what a first request pays for its mapping, flags against CEL rules.
+    let claims: Map<String, Value> = {
+        let payload = s.tokens[0].split('.').nth(1).expect("payload");
+        let json = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).expect("b64");
+        serde_json::from_slice(&json).expect("claims")
+    };
+    let flags = flag_mapping();
+    let rules = cel_rules(&s.issuer_url);
+    let Mapping::Rules(jwt_rules) = &rules else {
+        unreachable!("cel_rules builds rules")
+    };
+    assert_eq!(jwt_rules.user(&claims).expect("maps").name, "bench@example.com");
+    c.bench_function("claims_to_user_flags", |b| {
+        b.iter(|| flags.user(black_box(&claims)).expect("maps"))
+    });
+    c.bench_function("claims_to_user_cel_rules", |b| {
+        b.iter(|| jwt_rules.user(black_box(&claims)).expect("maps"))
+    });
+    let uncached_cel = issuers(&s, 0, rules);
+    let mut i = 0usize;
+    c.bench_function("authn_first_request_rs256_cel_rules", |b| {
+        b.iter(|| {
+            i = (i + 1) % s.tokens.len();
+            local
+                .block_on(uncached_cel.authenticate(black_box(&s.tokens[i])))
+                .expect("verifies")
         })
     });
 

@@ -365,6 +365,12 @@ if [ -n "${KOP_HELM:-}" ]; then
     helm template kop "$KOP_CHART" -f "$KOP_CHART/ci/full-values.yaml" --kube-version "$kv" --set flags.no-such-flag=1
   expect_fail "...and a missing issuer" "oidc.issuerUrl is required" \
     helm template kop "$KOP_CHART" --kube-version "$kv" --set oidc.clientId=kube --set tls.existingSecret=t
+  expect_ok "an AuthenticationConfiguration replaces the oidc values" \
+    "--authentication-config=/etc/kube-oidc-proxy/authentication/authentication.yaml" \
+    helm template kop "$KOP_CHART" --kube-version "$kv" --set tls.existingSecret=t --set-file "authentication.config=$KOP_AUTHN_CONFIG"
+  expect_fail "...and refuses both" "set one or the other" \
+    helm template kop "$KOP_CHART" --kube-version "$kv" --set tls.existingSecret=t --set-file "authentication.config=$KOP_AUTHN_CONFIG" \
+    --set oidc.issuerUrl=https://kc.example.com --set oidc.clientId=kube
   helm template kop "$KOP_CHART" -n kop-chart --kube-version "$kv" --include-crds \
     -f "$KOP_CHART/ci/full-values.yaml" >"$OUT/chart.yaml"
   admin kind create namespace kop-chart >/dev/null
@@ -440,6 +446,41 @@ if [ -n "$first_new" ] && awk -v a="$fetched_at" -v b="$first_new" 'BEGIN { exit
 else
   bad "...including tokens that arrived inside the refetch window" "fetch at $fetched_at, first new kid at $first_new"
 fi
+
+echo "== two issuers in one AuthenticationConfiguration: people and CI robots, each with their rules"
+# A robot's token: client credentials of a confidential client of realm robots.
+robot_token() { # client
+  curl -sf --cacert "$KOP_CA" -d grant_type=client_credentials -d "client_id=$1" -d "client_secret=$1-e2e-only" \
+    "$KOP_ROBOTS_ISSUER/protocol/openid-connect/token" | jq -r .access_token
+}
+ka() { # TOKEN ARGS...: kubectl through the proxy with --authentication-config, to cluster k8s
+  local t="$1"; shift
+  "$KOP_KUBECTL" --server "$KOP_PROXY_AUTHN_URL/k8s" --certificate-authority "$KOP_CA" --token "$t" --request-timeout=20s "$@"
+}
+CI="$(robot_token ci)"
+expect_ok   "a person of realm kop lists pods in dev (claim mappings)" "web" ka "${TOK[dev]}" get pods -n dev
+expect_ok   "the CI robot of realm robots lists pods in dev (CEL mappings)" "web" ka "$CI" get pods -n dev
+expect_fail "the CI robot is robot:ci and nothing more" \
+  'User "robot:ci" cannot list resource "pods" in API group "" in the namespace "prod"' ka "$CI" get pods -n prod
+entry="$(jq -c 'select(.user.username == "kube-oidc-proxy-imp" and .impersonatedUser.username == "robot:ci" and (.impersonatedUser.extra["robots.example.com/client"] // []) == ["ci"])' "$KOP_AUDIT_K8S" 2>/dev/null | head -1)"
+if [ -n "$entry" ]; then ok "kube-apiserver sees robot:ci with its mapped extra"; else bad "kube-apiserver sees robot:ci with its mapped extra" "$(tail -1 "$KOP_AUDIT_K8S")"; fi
+expect_fail "a robot without the team claim is refused (claim rule)" "Unauthorized" ka "$(robot_token ci-outsider)" get pods -n dev
+expect_fail "a banned robot is refused (user rule)" "Unauthorized" ka "$(robot_token ci-banned)" get pods -n dev
+expect_fail "the flags-configured proxy does not trust the robots' issuer" "Unauthorized" \
+  "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "$CI" get pods -n dev
+cp "$KOP_AUTHN_CONFIG" "$OUT/authn.yaml"
+sed -i 's/? \["k8s:developer:dev"\] : \[\]/? [] : []/' "$KOP_AUTHN_CONFIG"
+t0=$(date +%s)
+for _ in $(seq 1 40); do ka "$CI" get pods -n dev >/dev/null 2>&1 || break; sleep 0.25; done
+expect_fail "an edited file applies within seconds, to a cached token too ($(( $(date +%s) - t0 )) s)" \
+  'User "robot:ci" cannot list resource "pods"' ka "$CI" get pods -n dev
+printf 'jwt: [\n' >"$KOP_AUTHN_CONFIG"
+sleep 3
+expect_fail "a broken edit keeps the rules in force" 'User "robot:ci" cannot list' ka "$CI" get pods -n dev
+if grep -q "authentication config not reloaded" "$KOP_PROXY_AUTHN_LOG"; then ok "...and says why in the log"; else bad "...and says why in the log" "$(tail -3 "$KOP_PROXY_AUTHN_LOG")"; fi
+cp "$OUT/authn.yaml" "$KOP_AUTHN_CONFIG"
+for _ in $(seq 1 40); do ka "$CI" get pods -n dev >/dev/null 2>&1 && break; sleep 0.25; done
+expect_ok   "the restored file grants the robot again" "web" ka "$CI" get pods -n dev
 
 # shellcheck source=e2e/faults.sh
 source "$(dirname "${BASH_SOURCE[0]}")/faults.sh"

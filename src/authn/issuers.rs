@@ -185,8 +185,11 @@ impl Issuers {
                         stop: r.stop.clone(),
                     }
                 }
-                _ => {
+                other => {
                     started += 1;
+                    if let Some(old) = other {
+                        authn.adopt_keys(&old.authn);
+                    }
                     let r = Running {
                         authn,
                         stop: CancellationToken::new(),

@@ -220,6 +220,20 @@ impl Authenticator {
         self.cfg.fingerprint
     }
 
+    /// Takes the keys `old` has loaded when both fetch them from the same place (issuer,
+    /// discovery URL, CA): an issuer whose rules changed then serves its tokens at once,
+    /// instead of refusing them until its first fetch.
+    pub fn adopt_keys(&self, old: &Authenticator) {
+        let same_source = self.cfg.issuer_url == old.cfg.issuer_url
+            && self.cfg.discovery_url == old.cfg.discovery_url
+            && self.cfg.ca_pem == old.cfg.ca_pem;
+        if same_source && old.is_ready() {
+            self.keys.store(old.keys.load_full());
+            self.jwks_uri.store(old.jwks_uri.load_full());
+            self.ready.store(true, Ordering::Release);
+        }
+    }
+
     /// Verifies a token of this issuer and maps it to a user; returns the user and `exp`.
     pub async fn verify(self: &Arc<Self>, token: &str) -> Result<(User, u64), AuthnError> {
         let result = self.verify_uncounted(token).await;

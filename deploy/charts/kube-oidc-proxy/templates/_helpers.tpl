@@ -59,6 +59,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if or .Values.roles.existingConfigMap .Values.roles.config }}true{{ end -}}
 {{- end -}}
 
+{{- define "kop.hasAuthn" -}}
+{{- if or .Values.authentication.existingConfigMap .Values.authentication.config }}true{{ end -}}
+{{- end -}}
+
+{{- define "kop.authnConfigMap" -}}
+{{- default (printf "%s-authentication" (include "kop.fullname" .)) .Values.authentication.existingConfigMap -}}
+{{- end -}}
+
 {{- define "kop.hasCa" -}}
 {{- if or .Values.oidc.existingCaConfigMap .Values.oidc.caPem }}true{{ end -}}
 {{- end -}}
@@ -69,9 +77,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $_ := set $f "bind-address" "0.0.0.0" -}}
 {{- $_ := set $f "secure-port" .Values.securePort -}}
 {{- $_ := set $f "readiness-probe-port" .Values.probePort -}}
+{{- if include "kop.hasAuthn" . -}}
+{{- $_ := set $f "authentication-config" "/etc/kube-oidc-proxy/authentication/authentication.yaml" -}}
+{{- else -}}
 {{- $_ := set $f "oidc-issuer-url" .Values.oidc.issuerUrl -}}
 {{- $_ := set $f "oidc-client-id" .Values.oidc.clientId -}}
 {{- if include "kop.hasCa" . }}{{ $_ := set $f "oidc-ca-file" "/etc/kube-oidc-proxy/oidc-ca/ca.crt" }}{{ end -}}
+{{- end -}}
 {{- $_ := set $f "tls-cert-file" "/etc/kube-oidc-proxy/tls/tls.crt" -}}
 {{- $_ := set $f "tls-private-key-file" "/etc/kube-oidc-proxy/tls/tls.key" -}}
 {{- if include "kop.hasClusters" . }}{{ $_ := set $f "clusters-config" "/etc/kube-oidc-proxy/clusters/clusters.yaml" }}{{ end -}}
