@@ -394,3 +394,38 @@ async fn token_passthrough_reviews_with_the_cluster_and_caches_briefly() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(get(&p, &path, "late-token", &[]).await.0, StatusCode::OK);
 }
+
+/// Callers waiting on one token's review against a hanging cluster each give up after one
+/// review timeout: a failed review lets the next caller try its own, and without a bound on
+/// the whole wait the last of N callers would wait N timeouts in a row.
+#[tokio::test]
+async fn a_hanging_review_costs_each_caller_one_timeout_at_most() {
+    let iss = issuer().run().await;
+    let api = apiserver().name("k8s").run().await;
+    grants(&api);
+    let p = Arc::new(
+        proxy(&iss)
+            .arg("--token-passthrough")
+            .cluster("k8s", &api, "", Cred::Token("proxy-token".into()))
+            .run()
+            .await,
+    );
+    api.delay_token_reviews(Duration::from_secs(60));
+    let path = format!("/k8s{CONFIGMAPS}");
+    let started = std::time::Instant::now();
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let p = p.clone();
+            let path = path.clone();
+            tokio::spawn(async move { get(&p, &path, "slow-token", &[]).await.0 })
+        })
+        .collect();
+    for c in callers {
+        assert_eq!(c.await.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "4 callers took {took:?}: one 10 s timeout each, not in a row"
+    );
+}

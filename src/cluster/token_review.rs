@@ -115,18 +115,21 @@ impl TokenReviewer {
     pub async fn review(&self, cluster: &Cluster, token: &str) -> Result<Option<Arc<User>>, ReviewError> {
         let key: Key = (cluster.name.clone(), TokenCache::key(token));
         let cell = self.slot(&key).ok_or(ReviewError::Busy)?;
-        let answer = cell
-            .get_or_try_init(|| async {
-                let review = async {
-                    let _place = self.in_flight.acquire().await.map_err(|_| ReviewError::Busy)?;
-                    self.ask(cluster, token).await
-                };
-                let r = tokio::time::timeout(REVIEW_TIMEOUT, review)
-                    .await
-                    .map_err(|_| ReviewError::Timeout)??;
-                Ok::<_, ReviewError>((r, Instant::now()))
-            })
-            .await;
+        let init = cell.get_or_try_init(|| async {
+            let review = async {
+                let _place = self.in_flight.acquire().await.map_err(|_| ReviewError::Busy)?;
+                self.ask(cluster, token).await
+            };
+            let r = tokio::time::timeout(REVIEW_TIMEOUT, review)
+                .await
+                .map_err(|_| ReviewError::Timeout)??;
+            Ok::<_, ReviewError>((r, Instant::now()))
+        });
+        // A failed review lets the next waiter try its own: bound each caller's whole wait too,
+        // or the last of N callers on a hanging cluster would wait N reviews in a row.
+        let answer = tokio::time::timeout(REVIEW_TIMEOUT, init)
+            .await
+            .unwrap_or(Err(ReviewError::Timeout));
         let (reviewed, _) = match answer {
             Ok(a) => a,
             Err(e) => {

@@ -86,6 +86,7 @@ impl ApiBuilder {
             upgrades: Arc::new(AtomicUsize::new(0)),
             store: Store::default(),
             tokens: Mutex::new(std::collections::HashMap::new()),
+            review_delay: Mutex::new(None),
         });
         let state = shared.clone();
         let listener = bind_local().await;
@@ -220,6 +221,11 @@ impl FakeApi {
         );
     }
 
+    /// Makes every TokenReview wait `delay` before it is answered.
+    pub fn delay_token_reviews(&self, delay: Duration) {
+        *lock(&self.shared.review_delay) = Some(delay);
+    }
+
     /// TokenReviews received so far.
     pub fn token_reviews(&self) -> usize {
         self.requests()
@@ -258,6 +264,8 @@ struct ApiShared {
     store: Store,
     /// Tokens its TokenReview authenticates, with the user it reports.
     tokens: Mutex<std::collections::HashMap<String, Value>>,
+    /// How long a TokenReview waits before its answer (a hanging cluster).
+    review_delay: Mutex<Option<Duration>>,
 }
 
 /// A token the fake's TokenReview answers 500 for (a review error, never cached).
@@ -293,6 +301,12 @@ impl ApiShared {
         lock(&self.requests).push(recorded.clone());
 
         if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let review_delay = *lock(&self.review_delay);
+        if let Some(delay) =
+            review_delay.filter(|_| recorded.uri.ends_with("/authentication.k8s.io/v1/tokenreviews"))
+        {
             tokio::time::sleep(delay).await;
         }
         if let Some(token) = &self.bearer {
