@@ -169,26 +169,31 @@ impl Requested {
     }
 
     /// The user requests are authorized, logged and audited as.
+    /// As kube-apiserver's impersonation filter builds it: a service account asked for without
+    /// groups gets its two implied groups (asked groups replace them); a named user gets
+    /// `system:authenticated` unless it or `system:unauthenticated` was asked for; anonymous
+    /// gets `system:unauthenticated`.
     pub fn target(&self) -> User {
         let mut groups = self.groups.clone();
-        if let Some((ns, _)) = service_account(&self.user) {
-            for implied in [
+        if let Some((ns, _)) = service_account(&self.user)
+            && groups.is_empty()
+        {
+            groups = vec![
                 "system:serviceaccounts".to_string(),
                 format!("system:serviceaccounts:{ns}"),
-            ] {
-                if !groups.contains(&implied) {
-                    groups.push(implied);
-                }
-            }
+            ];
         }
-        let anonymous = self.user == "system:anonymous";
-        let everyone = if anonymous {
-            "system:unauthenticated"
+        const UNAUTHENTICATED: &str = "system:unauthenticated";
+        let add = if self.user == "system:anonymous" {
+            (!groups.iter().any(|g| g == UNAUTHENTICATED)).then_some(UNAUTHENTICATED)
         } else {
-            SYSTEM_AUTHENTICATED
+            (!groups
+                .iter()
+                .any(|g| g == SYSTEM_AUTHENTICATED || g == UNAUTHENTICATED))
+            .then_some(SYSTEM_AUTHENTICATED)
         };
-        if !groups.iter().any(|g| g == everyone) {
-            groups.push(everyone.to_string());
+        if let Some(g) = add {
+            groups.push(g.to_string());
         }
         User {
             name: self.user.clone(),
@@ -293,6 +298,29 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(anon.target().groups, ["system:unauthenticated"]);
+        // Groups asked for replace a service account's implied ones, as in kube-apiserver.
+        let with_group = requested(&headers(&[
+            ("Impersonate-User", "system:serviceaccount:ci:deployer"),
+            ("Impersonate-Group", "team"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(with_group.target().groups, ["team", "system:authenticated"]);
+        // Asking for system:unauthenticated keeps system:authenticated away.
+        let unauth = requested(&headers(&[
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Group", "system:unauthenticated"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(unauth.target().groups, ["system:unauthenticated"]);
+        let authed = requested(&headers(&[
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Group", "system:authenticated"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(authed.target().groups, ["system:authenticated"]);
     }
 
     #[test]
