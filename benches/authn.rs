@@ -191,7 +191,8 @@ fn bench(c: &mut Criterion) {
     // Claims to user: what a first request pays for its mapping, flags against CEL rules.
     let claims: Map<String, Value> = {
         let payload = s.tokens[0].split('.').nth(1).expect("payload");
-        let json = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).expect("b64");
+        let json =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).expect("b64");
         serde_json::from_slice(&json).expect("claims")
     };
     let flags = flag_mapping();

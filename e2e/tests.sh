@@ -351,7 +351,8 @@ if [ -n "${KOP_KUBELOGIN:-}" ]; then
   expect_fail "...and the kind context is another cluster where dev has nothing" 'User "dev" cannot list resource "pods"' \
     "$KOP_KUBECTL" --kubeconfig "$OUT/user.kubeconfig" --context kind get pods -n team
 else
-  echo "skip  kubelogin is not available (e2e/prepare could not build it): the generated kubeconfig is not exercised"
+  # e2e/prepare builds kubelogin; without it this proof is missing, which is a failure.
+  bad "kubectl with the generated kubeconfig" "kubelogin is not available (e2e/prepare could not build it)"
 fi
 
 echo "== the Helm chart: lint, render, and every object accepted by a real kube-apiserver"
@@ -365,6 +366,8 @@ if [ -n "${KOP_HELM:-}" ]; then
     helm template kop "$KOP_CHART" -f "$KOP_CHART/ci/full-values.yaml" --kube-version "$kv" --set flags.no-such-flag=1
   expect_fail "...and a missing issuer" "oidc.issuerUrl is required" \
     helm template kop "$KOP_CHART" --kube-version "$kv" --set oidc.clientId=kube --set tls.existingSecret=t
+  expect_fail "a flag the chart derives cannot be overridden under flags" "flags.secure-port is set by the chart" \
+    helm template kop "$KOP_CHART" -f "$KOP_CHART/ci/full-values.yaml" --kube-version "$kv" --set flags.secure-port=9443
   expect_ok "an AuthenticationConfiguration replaces the oidc values" \
     "--authentication-config=/etc/kube-oidc-proxy/authentication/authentication.yaml" \
     helm template kop "$KOP_CHART" --kube-version "$kv" --set tls.existingSecret=t --set-file "authentication.config=$KOP_AUTHN_CONFIG"

@@ -563,7 +563,11 @@ jwt:
     for _ in 0..100 {
         code = p.get("/a/api/v1/pods", Some(&robot)).await.0;
         // The changed issuer keeps the keys it had: its tokens are never refused meanwhile.
-        assert_ne!(code, StatusCode::UNAUTHORIZED, "a reload never costs a valid token a 401");
+        assert_ne!(
+            code,
+            StatusCode::UNAUTHORIZED,
+            "a reload never costs a valid token a 401"
+        );
         if code == StatusCode::FORBIDDEN {
             break;
         }
