@@ -111,24 +111,9 @@ impl Proxy {
             return Err(Refusal::NotReady(cluster.name.clone()));
         }
         let snapshot = cluster.rbac.snapshot.load();
-        // `kubectl --as`: from here on the request is the target's.
         let caller = user;
         let asked = impersonation::requested(req.headers()).map_err(Refusal::BadRequest)?;
-        let user = match &asked {
-            None => caller.clone(),
-            Some(asked) => {
-                if let Some(denied) = asked.denied(&caller, &snapshot) {
-                    return Err(Refusal::Forbidden {
-                        user: caller.name.clone(),
-                        info: Box::new(denied),
-                    });
-                }
-                let target = Arc::new(asked.target());
-                ctx.impersonator = Some(caller.clone());
-                ctx.user = Some(target.clone());
-                target
-            }
-        };
+        let user = act_as(&caller, asked.as_ref(), &snapshot, ctx)?;
         if let Some(review) = reviews::is_self_review(&info) {
             return self.self_review(req, review, &info, &user, &snapshot, ctx).await;
         }
@@ -523,4 +508,28 @@ fn requester_of(user: &User) -> Requester<'_> {
         name: &user.name,
         groups: &user.groups,
     }
+}
+
+/// `kubectl --as`: the user the request is decided, logged and audited as from here on: the
+/// caller, or the target the caller may impersonate (kube-apiserver's checks, on the proxy's
+/// snapshot).
+fn act_as(
+    caller: &Arc<User>,
+    asked: Option<&impersonation::Requested>,
+    snapshot: &Snapshot,
+    ctx: &mut Ctx,
+) -> Result<Arc<User>, Refusal> {
+    let Some(asked) = asked else {
+        return Ok(caller.clone());
+    };
+    if let Some(denied) = asked.denied(caller, snapshot) {
+        return Err(Refusal::Forbidden {
+            user: caller.name.clone(),
+            info: Box::new(denied),
+        });
+    }
+    let target = Arc::new(asked.target());
+    ctx.impersonator = Some(caller.clone());
+    ctx.user = Some(target.clone());
+    Ok(target)
 }
