@@ -157,6 +157,19 @@ async fn secret_keys_add_change_and_remove_clusters() {
     );
     assert_eq!(r.served_by("edge").await.as_deref(), Ok("b"));
 
+    // A value that parses but whose server never answers cannot sync its RBAC: it never takes
+    // over, and the previous version serves throughout (no 503 while it tries).
+    r.put_secret(&[("edge", &kc(&r.a).replace(&r.a.url(), "https://127.0.0.1:9"))]);
+    for _ in 0..20 {
+        assert_eq!(r.served_by("edge").await.as_deref(), Ok("b"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A good value then takes over from it.
+    r.put_secret(&[("edge", &kc(&r.a))]);
+    r.wait_served_by("edge", Ok("a")).await;
+    r.put_secret(&[("edge", &kc(&r.b))]);
+    r.wait_served_by("edge", Ok("b")).await;
+
     // A second key adds a second cluster; removing the first removes only it.
     r.put_secret(&[("edge", &kc(&r.b)), ("edge2", &kc(&r.a))]);
     r.wait_served_by("edge2", Ok("a")).await;

@@ -72,8 +72,18 @@ pub struct Change {
     pub at: u64,
 }
 
+/// How long a replacement may take to sync its RBAC before that is reported as an error (the
+/// previous version keeps serving meanwhile, and the replacement keeps trying).
+pub const HANDOVER_REPORT: std::time::Duration = std::time::Duration::from_secs(30);
+
+type Table = ArcSwap<HashMap<String, Arc<Cluster>>>;
+
 pub struct Registry {
-    table: ArcSwap<HashMap<String, Arc<Cluster>>>,
+    table: Arc<Table>,
+    /// Replacements of serving clusters, built and syncing their RBAC: each takes over from
+    /// the version in the table once its first snapshot is in place, so a changed kubeconfig
+    /// never turns a serving cluster into 503s, and one that cannot sync never replaces it.
+    pending: Arc<Mutex<HashMap<String, Arc<Cluster>>>>,
     role_file: watch::Receiver<Arc<RoleFile>>,
     capi: watch::Receiver<Arc<CapiPolicy>>,
     opts: UpstreamOptions,
@@ -84,7 +94,7 @@ pub struct Registry {
     secret_user_tokens: bool,
     /// Serializes the file and Secret syncs (each is a diff against the table).
     sync: tokio::sync::Mutex<Sources>,
-    changes: Mutex<BTreeMap<String, Change>>,
+    changes: Arc<Mutex<BTreeMap<String, Change>>>,
     shutdown: CancellationToken,
 }
 
@@ -124,6 +134,27 @@ struct FileEntry {
     file: std::path::PathBuf,
 }
 
+fn note(changes: &Mutex<BTreeMap<String, Change>>, name: &str, source: Source, error: Option<String>) {
+    if let Ok(mut changes) = changes.lock() {
+        let at = now_secs();
+        changes.insert(name.to_owned(), Change { source, error, at });
+    }
+}
+
+/// Puts `cluster` in the table under `name`; the version it replaces stops its watches, and its
+/// connections close once the requests still using it end.
+fn swap_in(table: &Table, name: &str, cluster: Arc<Cluster>) {
+    let mut replaced = None;
+    table.rcu(|t| {
+        let mut t = HashMap::clone(t);
+        replaced = t.insert(name.to_owned(), cluster.clone());
+        t
+    });
+    if let Some(old) = replaced {
+        old.stop.cancel();
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -148,14 +179,15 @@ impl Registry {
         shutdown: CancellationToken,
     ) -> Self {
         Registry {
-            table: ArcSwap::from_pointee(HashMap::new()),
+            table: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            pending: Arc::default(),
             role_file,
             capi,
             opts,
             default_identity: Identity::Credentials,
             secret_user_tokens: false,
             sync: tokio::sync::Mutex::new(Sources::default()),
-            changes: Mutex::new(BTreeMap::new()),
+            changes: Arc::default(),
             shutdown,
         }
     }
@@ -192,10 +224,18 @@ impl Registry {
     }
 
     fn note(&self, name: &str, source: Source, error: Option<String>) {
-        if let Ok(mut changes) = self.changes.lock() {
-            let at = now_secs();
-            changes.insert(name.to_owned(), Change { source, error, at });
-        }
+        note(&self.changes, name, source, error);
+    }
+
+    /// The source and fingerprint a name is being served from, or is about to be (a pending
+    /// replacement counts: it is not built again while it syncs).
+    fn built_from(&self, name: &str) -> Option<(Source, u64)> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .get(name)
+            .cloned()
+            .or_else(|| self.get(name))
+            .map(|c| (c.source, c.fingerprint))
     }
 
     fn forget(&self, name: &str) {
@@ -232,19 +272,67 @@ impl Registry {
             self.capi.clone(),
             stop,
         );
-        let mut replaced = None;
-        self.table.rcu(|t| {
-            let mut t = HashMap::clone(t);
-            replaced = t.insert(name.to_owned(), cluster.clone());
-            t
-        });
-        if let Some(old) = replaced {
-            old.stop.cancel();
+        let superseded = (self.pending.lock().unwrap_or_else(|e| e.into_inner())).remove(name);
+        if let Some(p) = superseded {
+            p.stop.cancel();
         }
-        self.note(name, source, None);
+        // A serving version of the same source hands over once the new one has synced; anything
+        // else (a new name, a version that never synced, the file taking a name from the
+        // Secret) is replaced at once.
+        let handover = self
+            .get(name)
+            .is_some_and(|old| old.source == source && old.rbac.is_ready());
+        if !handover {
+            swap_in(&self.table, name, cluster);
+            self.note(name, source, None);
+            return;
+        }
+        (self.pending.lock().unwrap_or_else(|e| e.into_inner())).insert(name.to_owned(), cluster.clone());
+        let (table, pending, changes) = (self.table.clone(), self.pending.clone(), self.changes.clone());
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut reported = false;
+            while !cluster.rbac.is_ready() {
+                if cluster.stop.is_cancelled() {
+                    return; // superseded, removed, or shutting down
+                }
+                if !reported && started.elapsed() >= HANDOVER_REPORT {
+                    reported = true;
+                    let why = cluster
+                        .rbac
+                        .last_error()
+                        .unwrap_or_else(|| "not synced yet".into());
+                    let message = format!(
+                        "the new kubeconfig's RBAC has not synced after {}s ({why}); the previous version keeps serving",
+                        HANDOVER_REPORT.as_secs()
+                    );
+                    tracing::error!(cluster = %name, "{message}");
+                    note(&changes, &name, source, Some(message));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let mine = {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mine = p.get(&name).is_some_and(|c| Arc::ptr_eq(c, &cluster));
+                if mine {
+                    p.remove(&name);
+                }
+                mine
+            };
+            if mine && !cluster.stop.is_cancelled() {
+                tracing::info!(cluster = %name, "the rebuilt cluster has synced and now serves");
+                swap_in(&table, &name, cluster);
+                note(&changes, &name, source, None);
+            }
+        });
     }
 
     fn remove(&self, name: &str) {
+        let pending = (self.pending.lock().unwrap_or_else(|e| e.into_inner())).remove(name);
+        if let Some(p) = pending {
+            p.stop.cancel();
+        }
         let mut removed = None;
         self.table.rcu(|t| {
             let mut t = HashMap::clone(t);
@@ -358,11 +446,7 @@ impl Registry {
                 .as_ref()
                 .map(|b| fingerprint(b, Some(identity)))
                 .unwrap_or(0);
-            if let Some(c) = current.get(&fe.entry.name)
-                && c.source == Source::File
-                && c.fingerprint == print
-                && bytes.is_ok()
-            {
+            if self.built_from(&fe.entry.name) == Some((Source::File, print)) && bytes.is_ok() {
                 return None;
             }
             let result = match bytes {
@@ -440,10 +524,7 @@ impl Registry {
                 }
             });
             let print = fingerprint(&entry.kubeconfig, identity.as_ref().ok().copied());
-            if let Some(c) = self.get(name)
-                && c.source == Source::Secret
-                && c.fingerprint == print
-            {
+            if self.built_from(name) == Some((Source::Secret, print)) {
                 continue;
             }
             let built = match (
