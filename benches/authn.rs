@@ -138,7 +138,7 @@ fn issuers(s: &Setup, cache_size: usize, mapping: Mapping) -> Arc<Issuers> {
     })
     .expect("authenticator");
     s.rt.block_on(authn.refresh()).expect("keys load");
-    Issuers::new(vec![authn], cache_size)
+    Issuers::new(vec![authn], cache_size, false)
 }
 
 /// The `Validation` the proxy builds (src/authn/mod.rs), for the library-only figure.

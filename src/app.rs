@@ -103,7 +103,8 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
 pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Running, StartError> {
     let required = args.validate().map_err(StartError::Flags)?;
     let opts = proxy_options(&args)?;
-    let authn = issuers(&args, &required.issuers)?;
+    let mut authn_bytes = None;
+    let authn = issuers(&args, &required.issuers, &mut authn_bytes)?;
 
     let cert = ServingCert::load(&required.cert_file, &required.key_file)?;
     let tls_config = server::tls::server_config(
@@ -127,7 +128,13 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
 
     authn.start(background.clone());
     if let IssuersFrom::File(path) = &required.issuers {
-        spawn_authentication_reloader(&args, path.clone(), authn.clone(), background.clone());
+        spawn_authentication_reloader(
+            &args,
+            path.clone(),
+            authn_bytes,
+            authn.clone(),
+            background.clone(),
+        );
     }
     cert.spawn_reloader(args.tls_reload_interval, background.clone());
 
@@ -360,7 +367,12 @@ async fn shutdown_sequence(s: Shutdown) {
 
 /// The trusted issuers: the `--oidc-*` flags' one, or every `jwt` entry of
 /// `--authentication-config`.
-fn issuers(args: &Args, from: &IssuersFrom) -> Result<Arc<Issuers>, StartError> {
+/// `loaded`: the authentication config's bytes as parsed, for its reloader.
+fn issuers(
+    args: &Args,
+    from: &IssuersFrom,
+    loaded: &mut Option<Vec<u8>>,
+) -> Result<Arc<Issuers>, StartError> {
     let list = match from {
         IssuersFrom::Flags {
             issuer_url,
@@ -369,14 +381,16 @@ fn issuers(args: &Args, from: &IssuersFrom) -> Result<Arc<Issuers>, StartError> 
             vec![authenticator(args, issuer_url.clone(), client_id.clone())?]
         }
         IssuersFrom::File(path) => {
-            let cfg = crate::config::authentication::load(path)?;
+            let (cfg, bytes) = crate::config::authentication::load_with_bytes(path)?;
+            *loaded = Some(bytes);
             if cfg.jwt.is_empty() {
                 tracing::warn!(file = %path.display(), "the authentication config names no issuer: every token is refused until one is added");
             }
             file_issuers(args, &cfg)?
         }
     };
-    Ok(Issuers::new(list, args.token_cache_size))
+    let route_by_iss = matches!(from, IssuersFrom::File(_));
+    Ok(Issuers::new(list, args.token_cache_size, route_by_iss))
 }
 
 /// One authenticator per `jwt` entry of an authentication config.
@@ -407,11 +421,11 @@ fn file_issuers(
 fn spawn_authentication_reloader(
     args: &Args,
     path: std::path::PathBuf,
+    initial: Option<Vec<u8>>,
     authn: Arc<Issuers>,
     cancel: CancellationToken,
 ) {
     let args = args.clone();
-    let initial = std::fs::read(&path).ok();
     crate::config::authentication::spawn_reloader(
         path,
         initial,

@@ -530,6 +530,16 @@ jwt:
             "an issuer not in the file",
             stranger.token().groups(&["a:devops"]).sign(),
         ),
+        (
+            "a robot token whose claims outweigh the CEL bound",
+            robots
+                .token()
+                .sub("ci-4")
+                .aud("other")
+                .claim("repository", json!("org/app"))
+                .claim("padding", json!("x".repeat(40 * 1024)))
+                .sign(),
+        ),
     ];
     for (what, token) in &refused {
         assert_eq!(
@@ -550,8 +560,8 @@ jwt:
             "kop_issuer_tokens_accepted_total{{issuer=\"{}\"}} 1",
             robots.url()
         ),
-        // Three refused by the robots' rules, one (the person's token) by their keys.
-        format!("kop_issuer_tokens_refused_total{{issuer=\"{}\"}} 4", robots.url()),
+        // Four refused by the robots' rules and bounds, one (the person's token) by their keys.
+        format!("kop_issuer_tokens_refused_total{{issuer=\"{}\"}} 5", robots.url()),
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line} in\n{metrics}");
     }

@@ -85,20 +85,6 @@ impl TokenCache {
         map.insert(key, Entry { user, expires });
     }
 
-    pub fn remove(&self, key: &Key) {
-        self.shard(key)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
-
-    /// Forgets every token (the rules that mapped them changed).
-    pub fn clear(&self) {
-        for shard in &self.shards {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -165,19 +151,5 @@ mod tests {
             now,
         );
         assert!(disabled.get(&TokenCache::key("t"), now).is_none());
-    }
-
-    #[test]
-    fn remove_and_clear() {
-        let c = TokenCache::new(100);
-        let now = Instant::now();
-        let later = now + Duration::from_secs(60);
-        let (a, b) = (TokenCache::key("a"), TokenCache::key("b"));
-        c.insert(a, user("a"), later, now);
-        c.insert(b, user("b"), later, now);
-        c.remove(&a);
-        assert!(c.get(&a, now).is_none() && c.get(&b, now).is_some());
-        c.clear();
-        assert!(c.is_empty());
     }
 }

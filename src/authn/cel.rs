@@ -2,16 +2,20 @@
 //! validation rules, claim mappings and user validation rules, compiled once at load and
 //! evaluated per token, with kube-apiserver's variables (`claims`, `user`).
 //!
-//! The `cel` crate has no cost limit, so every expression is bounded when it is compiled:
+//! Compiling also checks what kube-apiserver's type checker would: every identifier is the
+//! field's variable (or one a macro binds), every function exists. And as the `cel` crate has
+//! no cost limit, every expression is bounded when it is compiled:
 //! - at most [`MAX_SOURCE`] bytes and [`MAX_NODES`] syntax nodes;
-//! - no comprehension (`map`, `all`, `exists`, `filter`, ...) inside the body of another, so an
-//!   evaluation visits each element of a claim's list at most once per node;
-//! - `replace`, the one string function that can grow its input without bound, takes a literal
-//!   replacement, and the growth all of an expression's `replace` calls allow together (1 + the
-//!   replacement's length, multiplied) is at most [`MAX_GROWTH`].
+//! - at most [`MAX_COMPREHENSIONS`] comprehensions (`map`, `all`, `exists`, `filter`,
+//!   `optMap`, ...), none inside another's body, each body at most [`MAX_BODY_NODES`] nodes and
+//!   reading only its own variables and literals (not `claims` or `user`): per element, a body
+//!   does work in proportion to that element, so a comprehension costs what its list weighs;
+//! - `replace` takes a literal replacement, and the growth all of an expression's `replace`
+//!   calls allow together (1 + the replacement's length, multiplied) is at most [`MAX_GROWTH`];
+//!   `indexOf`, `lastIndexOf` and `join` take literal arguments (the crate's search is naive).
 //!
-//! With those, an evaluation is linear in the size of the token it reads (which the request's
-//! header limit bounds) times the expression's size.
+//! With those, evaluation is linear in the size of the claims, which [`MAX_CLAIMS_BYTES`]
+//! bounds for the issuers that use CEL.
 
 use std::{collections::HashMap, sync::Arc, sync::OnceLock};
 
@@ -27,6 +31,11 @@ pub const MAX_SOURCE: usize = 4096;
 pub const MAX_NODES: usize = 256;
 /// Largest factor by which `replace` calls may grow a string, all together.
 pub const MAX_GROWTH: usize = 1024;
+/// Most comprehensions in one expression, and most nodes in one comprehension's body.
+pub const MAX_COMPREHENSIONS: usize = 2;
+pub const MAX_BODY_NODES: usize = 32;
+/// Largest claims payload (decoded JSON) of a token whose issuer has CEL expressions.
+pub const MAX_CLAIMS_BYTES: usize = 32 * 1024;
 
 /// The environment every expression is compiled and run in: CEL's standard library, optional
 /// fields (`claims.?x.orValue(...)`), the strings extension and `matches`, as kube-apiserver's
@@ -85,7 +94,7 @@ pub fn compile(source: &str, variable: Variable) -> Result<Expression, String> {
         .compile(source)
         .map_err(|e| format!("compilation failed: {}", first_line(&e.to_string())))?;
     let mut walk = Walk::default();
-    walk.visit(program.expression(), 0);
+    walk.visit(program.expression(), None);
     if walk.nodes > MAX_NODES {
         return Err(format!(
             "expression has {} nodes, more than the {MAX_NODES} allowed",
@@ -99,12 +108,22 @@ pub fn compile(source: &str, variable: Variable) -> Result<Expression, String> {
         Variable::Claims => Variable::User,
         Variable::User => Variable::Claims,
     };
-    if walk.idents.iter().any(|i| i == other.name()) {
-        return Err(format!(
-            "undeclared reference to '{}' (in this field only '{}' is defined)",
-            other.name(),
-            variable.name()
-        ));
+    for ident in &walk.idents {
+        if ident == variable.name() || walk.bound.contains(ident) || TYPE_NAMES.contains(&ident.as_str()) {
+            continue;
+        }
+        if ident == other.name() {
+            return Err(format!(
+                "undeclared reference to '{ident}' (in this field only '{}' is defined)",
+                variable.name()
+            ));
+        }
+        return Err(format!("undeclared reference to '{ident}'"));
+    }
+    for (name, member) in &walk.calls {
+        if !function_exists(name, *member) {
+            return Err(format!("undeclared reference to function '{name}'"));
+        }
     }
     Ok(Expression {
         source: source.to_string(),
@@ -112,32 +131,89 @@ pub fn compile(source: &str, variable: Variable) -> Result<Expression, String> {
     })
 }
 
+/// Type names an expression may use as values (`type(x) == list`).
+const TYPE_NAMES: [&str; 10] = [
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+];
+
+/// Whether the environment declares function `name` (as a method when `member`): the crate has
+/// no checker, so ask it the way a call would, with no arguments, and see whether the name or
+/// only the arguments are wrong.
+fn function_exists(name: &str, member: bool) -> bool {
+    let probe = if member {
+        format!("null.{name}()")
+    } else {
+        format!("{name}()")
+    };
+    let Ok(program) = env().compile(&probe) else {
+        return false;
+    };
+    let ctx = Context::with_env(env().clone());
+    !matches!(program.execute(&ctx), Err(cel::ExecutionError::UndeclaredReference(n)) if n.as_str() == name)
+}
+
 /// The checks of [`compile`] that need the syntax tree.
 #[derive(Default)]
 struct Walk {
     nodes: usize,
     growth: usize,
+    comprehensions: usize,
     idents: Vec<String>,
+    /// Names comprehensions bind (iteration variables, accumulators).
+    bound: Vec<String>,
+    /// Functions called: name, and whether as a method.
+    calls: Vec<(String, bool)>,
     problem: Option<String>,
     /// `claims.email` and `claims.email_verified` are read (kube's email rule needs to know).
     selects: Vec<(String, String)>,
 }
 
+/// Inside a comprehension's body: the node count where the body began.
+type Body = Option<usize>;
+
 impl Walk {
-    /// `depth`: how many comprehension bodies enclose this node.
-    fn visit(&mut self, e: &IdedExpr, depth: usize) {
+    fn refuse(&mut self, why: impl Into<String>) {
+        self.problem.get_or_insert_with(|| why.into());
+    }
+
+    fn visit(&mut self, e: &IdedExpr, body: Body) {
         self.nodes += 1;
         if self.nodes > MAX_NODES || self.problem.is_some() {
             return;
         }
+        if let Some(first) = body
+            && self.nodes - first > MAX_BODY_NODES
+        {
+            self.refuse(format!(
+                "a comprehension's body may have at most {MAX_BODY_NODES} nodes"
+            ));
+            return;
+        }
         match &e.expr {
             Expr::Unspecified | Expr::Literal(_) => {}
-            Expr::Ident(name) => self.idents.push(name.clone()),
+            Expr::Ident(name) => {
+                if body.is_some() && (name == "claims" || name == "user") {
+                    self.refuse(format!(
+                        "a comprehension's body may read only its own variables, not '{name}': \
+                         per element it would cost as much as the whole token"
+                    ));
+                }
+                self.idents.push(name.clone());
+            }
             Expr::Select(s) => {
                 if let Expr::Ident(root) = &s.operand.expr {
                     self.selects.push((root.clone(), s.field.clone()));
                 }
-                self.visit(&s.operand, depth);
+                self.visit(&s.operand, body);
             }
             Expr::Call(c) => {
                 // `claims.?email` is the optional-select call with the field as a literal.
@@ -155,52 +231,77 @@ impl Walk {
                 {
                     self.selects.push((root.clone(), field.inner().to_string()));
                 }
-                if c.func_name == "replace" && c.target.is_some() {
-                    self.replace(&c.args);
+                let member = c.target.is_some();
+                match c.func_name.as_str() {
+                    "replace" if member => self.replace(&c.args),
+                    "indexOf" | "lastIndexOf" | "join"
+                        if member && !c.args.iter().all(|a| matches!(a.expr, Expr::Literal(_))) =>
+                    {
+                        self.refuse(format!("{}() needs literal arguments", c.func_name));
+                    }
+                    "format" => self.refuse("format() is not available"),
+                    _ => {}
                 }
-                if c.func_name == "format" {
-                    self.problem = Some("format() is not available".into());
+                // Operators and internal helpers are spelled with symbols; only named
+                // functions can be misspelled.
+                if c.func_name
+                    .chars()
+                    .next()
+                    .is_some_and(|ch| ch.is_ascii_alphabetic())
+                {
+                    self.calls.push((c.func_name.clone(), member));
                 }
                 if let Some(t) = &c.target {
-                    self.visit(t, depth);
+                    self.visit(t, body);
                 }
                 for a in &c.args {
-                    self.visit(a, depth);
+                    self.visit(a, body);
                 }
             }
             Expr::Comprehension(c) => {
-                if depth >= 1 {
-                    self.problem = Some(
-                        "a comprehension (map, all, exists, exists_one, filter) inside the body \
-                         of another is not allowed: its cost would grow with the square of the \
-                         token's size"
-                            .into(),
+                if body.is_some() {
+                    self.refuse(
+                        "a comprehension (map, all, exists, exists_one, filter, optMap) inside the \
+                         body of another is not allowed: its cost would grow with the square of \
+                         the token's size",
                     );
                     return;
                 }
-                self.visit(&c.iter_range, depth);
-                self.visit(&c.accu_init, depth);
-                self.visit(&c.loop_cond, depth + 1);
-                self.visit(&c.loop_step, depth + 1);
-                self.visit(&c.result, depth);
+                self.comprehensions += 1;
+                if self.comprehensions > MAX_COMPREHENSIONS {
+                    self.refuse(format!(
+                        "an expression may have at most {MAX_COMPREHENSIONS} comprehensions"
+                    ));
+                    return;
+                }
+                self.bound.push(c.iter_var.clone());
+                self.bound.extend(c.iter_var2.iter().cloned());
+                self.bound.push(c.accu_var.clone());
+                self.visit(&c.iter_range, None);
+                self.visit(&c.accu_init, None);
+                // The body runs once per element (optMap's runs once, in `result`).
+                let start = Some(self.nodes);
+                self.visit(&c.loop_cond, start);
+                self.visit(&c.loop_step, start);
+                self.visit(&c.result, start);
             }
             Expr::List(l) => {
                 for x in &l.elements {
-                    self.visit(x, depth);
+                    self.visit(x, body);
                 }
             }
-            Expr::Map(m) => self.entries(&m.entries, depth),
-            Expr::Struct(s) => self.entries(&s.entries, depth),
+            Expr::Map(m) => self.entries(&m.entries, body),
+            Expr::Struct(s) => self.entries(&s.entries, body),
         }
     }
 
-    fn entries(&mut self, entries: &[cel::common::ast::IdedEntryExpr], depth: usize) {
+    fn entries(&mut self, entries: &[cel::common::ast::IdedEntryExpr], body: Body) {
         for entry in entries {
             match &entry.expr {
-                EntryExpr::StructField(f) => self.visit(&f.value, depth),
+                EntryExpr::StructField(f) => self.visit(&f.value, body),
                 EntryExpr::MapEntry(m) => {
-                    self.visit(&m.key, depth);
-                    self.visit(&m.value, depth);
+                    self.visit(&m.key, body);
+                    self.visit(&m.value, body);
                 }
             }
         }
@@ -212,13 +313,13 @@ impl Walk {
             ..
         }) = args.get(1)
         else {
-            self.problem = Some("replace() needs a string literal as its replacement".into());
+            self.refuse("replace() needs a string literal as its replacement");
             return;
         };
         let factor = to.len() + 1;
         self.growth = self.growth.max(1).saturating_mul(factor);
         if self.growth > MAX_GROWTH {
-            self.problem = Some(format!(
+            self.refuse(format!(
                 "the replace() calls of this expression could grow a claim {}-fold, more than \
                  the {MAX_GROWTH} allowed",
                 self.growth
@@ -231,7 +332,7 @@ impl Expression {
     /// Whether the expression reads `claims.<field>` (plain or optional select).
     pub fn reads_claim(&self, field: &str) -> bool {
         let mut walk = Walk::default();
-        walk.visit(self.program.expression(), 0);
+        walk.visit(self.program.expression(), None);
         walk.selects
             .iter()
             .any(|(root, f)| root == "claims" && f == field)
@@ -245,8 +346,8 @@ impl Expression {
     }
 }
 
-/// Claims as CEL sees them in kube-apiserver: decoded from JSON the way Go's `encoding/json`
-/// decodes into `interface{}`, so every number is a double.
+/// Claims as CEL sees them in kube-apiserver: decoded from JSON the way apimachinery's JSON
+/// decoding does, so whole numbers are ints and the others doubles.
 pub fn claims_value(claims: &Map<String, serde_json::Value>) -> Value {
     Value::from(
         claims
@@ -260,7 +361,11 @@ fn json_value(v: &serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        // As kube-apiserver's JSON decoding: a whole number that fits is an int, else a double.
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
         serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
         serde_json::Value::Array(items) => Value::List(Arc::new(items.iter().map(json_value).collect())),
         serde_json::Value::Object(o) => claims_value(o),
@@ -288,6 +393,8 @@ pub fn string_list(v: &Value) -> Result<Vec<String>, String> {
         Value::String(s) => Ok(vec![s.to_string()]),
         Value::List(items) => items
             .iter()
+            // Empty strings in a list are dropped, as kube-apiserver drops them.
+            .filter(|item| !matches!(item, Value::String(s) if s.is_empty()))
             .map(|item| match item {
                 Value::String(s) => Ok(s.to_string()),
                 other => Err(format!(
@@ -381,9 +488,21 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_doubles_as_in_kube() {
-        assert_eq!(run("claims.exp").unwrap(), Value::Float(1700000100.0));
-        assert_eq!(run("int(claims.exp) == 1700000100").unwrap(), Value::Bool(true));
+    fn whole_numbers_are_ints_as_in_kube() {
+        assert_eq!(run("claims.exp").unwrap(), Value::Int(1700000100));
+        assert_eq!(run("claims.exp + 1 == 1700000101").unwrap(), Value::Bool(true));
+        // Beyond 2^53 a double would merge neighbouring IDs into one user name.
+        let big = match json!({"id": 1234567890123456789_i64, "ratio": 0.5}) {
+            serde_json::Value::Object(m) => claims_value(&m),
+            _ => unreachable!(),
+        };
+        let e = compile("'u:' + string(claims.id)", Variable::Claims).unwrap();
+        assert_eq!(
+            e.eval("claims", &big).unwrap(),
+            Value::from("u:1234567890123456789")
+        );
+        let e = compile("claims.ratio", Variable::Claims).unwrap();
+        assert_eq!(e.eval("claims", &big).unwrap(), Value::Float(0.5));
     }
 
     #[test]
@@ -427,6 +546,51 @@ mod tests {
             Variable::User,
             "undeclared reference to 'claims'",
         );
+        // What kube-apiserver's checker refuses at load, instead of refusing every token.
+        refused("claim.sub", Variable::Claims, "undeclared reference to 'claim'");
+        refused(
+            "claims.sub.lowerascii()",
+            Variable::Claims,
+            "function 'lowerascii'",
+        );
+        refused("sizeof(claims.groups)", Variable::Claims, "function 'sizeof'");
+        // Bodies read their own element only: per element, no work in the token's size.
+        refused(
+            "claims.groups.map(g, claims.org + g)",
+            Variable::Claims,
+            "may read only its own variables",
+        );
+        refused(
+            "claims.groups.filter(g, g in claims.allowed)",
+            Variable::Claims,
+            "may read only its own variables",
+        );
+        refused(
+            "[claims.sub].map(s, s+s+s+s).map(s, s+s+s+s).map(s, s+s+s+s)",
+            Variable::Claims,
+            "at most 2 comprehensions",
+        );
+        refused(
+            "claims.?sub.optMap(s, s+s).optMap(s, s+s).optMap(s, s+s)",
+            Variable::Claims,
+            "at most 2 comprehensions",
+        );
+        let long_body = (0..20).map(|_| "g").collect::<Vec<_>>().join(" + ");
+        refused(
+            &format!("claims.groups.map(g, {long_body})"),
+            Variable::Claims,
+            "at most 32 nodes",
+        );
+        refused(
+            "claims.sub.indexOf(claims.x)",
+            Variable::Claims,
+            "literal arguments",
+        );
+        refused(
+            "claims.groups.join(claims.x)",
+            Variable::Claims,
+            "literal arguments",
+        );
         // A comprehension over another's result is fine: each runs once.
         assert!(
             compile(
@@ -451,6 +615,7 @@ mod tests {
         assert_eq!(string_list(&Value::from("")).unwrap(), Vec::<String>::new());
         assert_eq!(string_list(&Value::from("a")).unwrap(), ["a"]);
         assert_eq!(string_list(&Value::from(vec!["a", "b"])).unwrap(), ["a", "b"]);
+        assert_eq!(string_list(&Value::from(vec!["a", "", "b"])).unwrap(), ["a", "b"]);
         assert!(string_list(&Value::Int(1)).is_err());
         assert!(string_list(&Value::from(vec![Value::Int(1)])).is_err());
     }

@@ -58,10 +58,12 @@ impl ClaimMapping {
 
         let mut groups = Vec::new();
         if !self.groups_claim.is_empty() {
+            // A set beside the list: a token with many groups costs linear time, not quadratic.
+            let mut seen = std::collections::HashSet::new();
             let mut push = |g: &str| {
                 let g = format!("{}{}", self.groups_prefix, g);
                 // Reserved names are never taken from an identity provider (system:masters!).
-                if !g.starts_with("system:") && !groups.contains(&g) {
+                if !g.starts_with("system:") && seen.insert(g.clone()) {
                     groups.push(g);
                 }
             };

@@ -7,7 +7,8 @@
 //!
 //! With `--authentication-config` the set is replaced when the file changes: issuers whose
 //! entry is unchanged are kept with their keys, new ones start fetching theirs, removed ones
-//! stop, and the cache is emptied, so no user mapped under the old rules outlives the change.
+//! stop, and the set comes with a new, empty cache, so no user mapped under the old rules
+//! outlives the change (a verification still running under the old set fills the old cache).
 
 use std::{
     collections::HashMap,
@@ -29,10 +30,12 @@ struct Running {
     stop: CancellationToken,
 }
 
-/// The issuers in force, by URL.
-#[derive(Default)]
+/// The issuers in force, by URL, and the users their rules mapped: a new set starts with an
+/// empty cache, and a verification still running under an older set can only fill that set's
+/// cache, which nobody reads any more.
 struct Set {
     by_url: HashMap<String, Running>,
+    cache: TokenCache,
 }
 
 /// One issuer's state, for `/ready`, `/clusters`-style reports and metrics.
@@ -48,9 +51,10 @@ pub struct IssuerState {
 
 pub struct Issuers {
     set: ArcSwap<Set>,
-    cache: TokenCache,
-    /// Bumped by every change of the set: a user verified under an older set is not cached.
-    generation: AtomicU64,
+    cache_size: usize,
+    /// Route by the `iss` a token claims (`--authentication-config`). Off for the `--oidc-*`
+    /// flags' one issuer, which checks `iss` itself.
+    route_by_iss: bool,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     /// Parent of the issuers' refreshers; `None` until [`Issuers::start`].
@@ -59,7 +63,7 @@ pub struct Issuers {
 
 impl Issuers {
     /// The issuers (their keys not loaded yet) and a cache of `cache_size` tokens.
-    pub fn new(issuers: Vec<Arc<Authenticator>>, cache_size: usize) -> Arc<Issuers> {
+    pub fn new(issuers: Vec<Arc<Authenticator>>, cache_size: usize, route_by_iss: bool) -> Arc<Issuers> {
         let by_url = issuers
             .into_iter()
             .map(|a| {
@@ -71,9 +75,12 @@ impl Issuers {
             })
             .collect();
         Arc::new(Issuers {
-            set: ArcSwap::from_pointee(Set { by_url }),
-            cache: TokenCache::new(cache_size),
-            generation: AtomicU64::new(0),
+            set: ArcSwap::from_pointee(Set {
+                by_url,
+                cache: TokenCache::new(cache_size),
+            }),
+            cache_size,
+            route_by_iss,
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             background: std::sync::Mutex::new(None),
@@ -93,34 +100,30 @@ impl Issuers {
     pub async fn authenticate(&self, token: &str) -> Result<Arc<User>, AuthnError> {
         let now = Instant::now();
         let key = TokenCache::key(token);
-        if let Some(user) = self.cache.get(&key, now) {
+        // The set (and its cache) this token is answered under, start to end.
+        let set = self.set.load();
+        if let Some(user) = set.cache.get(&key, now) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(user);
         }
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let generation = self.generation.load(Ordering::Acquire);
+        let set = arc_swap::Guard::into_inner(set);
         let authn = self
-            .issuer_of(token)
+            .issuer_of(&set, token)
             .ok_or_else(|| AuthnError::Invalid("the token's issuer is not one this proxy trusts".into()))?;
         let (user, exp) = authn.verify(token).await?;
         let user = Arc::new(user);
         // `exp` can be any number the issuer signed (1e300 included): cap before adding to an
         // Instant, which panics on overflow.
         let remaining = Duration::from_secs(exp.saturating_sub(unix_now())).min(cache::MAX_ENTRY_AGE);
-        self.cache.insert(key, user.clone(), now + remaining, now);
-        // The set changed while this token was verified: the cache was emptied for the new
-        // rules, and this user, mapped under the old ones, must not land in it after.
-        if self.generation.load(Ordering::Acquire) != generation {
-            self.cache.remove(&key);
-        }
+        set.cache.insert(key, user.clone(), now + remaining, now);
         Ok(user)
     }
 
     /// The issuer a token claims to come from, if the proxy trusts it.
-    fn issuer_of(&self, token: &str) -> Option<Arc<Authenticator>> {
-        let set = self.set.load();
-        if set.by_url.len() == 1 {
-            // One issuer (the `--oidc-*` flags): its own check refuses another `iss`.
+    fn issuer_of(&self, set: &Set, token: &str) -> Option<Arc<Authenticator>> {
+        if !self.route_by_iss {
+            // The `--oidc-*` flags' one issuer: its own check refuses another `iss`.
             return set.by_url.values().next().map(|r| r.authn.clone());
         }
         let iss = unverified_issuer(token)?;
@@ -212,9 +215,10 @@ impl Issuers {
                 stopped += 1;
             }
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.set.store(Arc::new(Set { by_url }));
-        self.cache.clear();
+        self.set.store(Arc::new(Set {
+            by_url,
+            cache: TokenCache::new(self.cache_size),
+        }));
         tracing::info!(kept, started, stopped, "authentication configuration applied");
     }
 

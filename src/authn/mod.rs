@@ -250,6 +250,16 @@ impl Authenticator {
         if !self.is_ready() {
             return Err(AuthnError::NotReady);
         }
+        if let Mapping::Rules(rules) = &self.cfg.mapping
+            && rules.uses_cel()
+            && token.split('.').nth(1).map_or(0, |p| p.len() / 4 * 3) > cel::MAX_CLAIMS_BYTES
+        {
+            // CEL's cost is linear in the claims' size: that size is bounded too.
+            return Err(AuthnError::Claims(format!(
+                "the claims are larger than the {} bytes allowed with CEL rules",
+                cel::MAX_CLAIMS_BYTES
+            )));
+        }
         let jws = jws::parse(token, &self.algorithms)?;
         // Only a token that says it is ours may cost a fetch: a ServiceAccount token on its way
         // to a TokenReview (--token-passthrough) has a kid too, and must not wait for one.

@@ -61,6 +61,11 @@ fn claims_err(msg: impl Into<String>) -> AuthnError {
 }
 
 impl JwtRules {
+    /// Whether any expression of these rules runs per token (claims or user).
+    pub fn uses_cel(&self) -> bool {
+        self.uses_claims_cel() || !self.user_rules.is_empty()
+    }
+
     fn uses_claims_cel(&self) -> bool {
         self.claim_rules
             .iter()
@@ -226,9 +231,10 @@ impl JwtRules {
         if user.name.starts_with("system:") {
             return Err(claims_err("user names starting with system: are reserved"));
         }
+        let mut seen = std::collections::HashSet::with_capacity(user.groups.len());
         let mut groups = Vec::with_capacity(user.groups.len() + 1);
         for g in std::mem::take(&mut user.groups) {
-            if !g.starts_with("system:") && !groups.contains(&g) {
+            if !g.starts_with("system:") && seen.insert(g.clone()) {
                 groups.push(g);
             }
         }

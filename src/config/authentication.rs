@@ -177,15 +177,23 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 pub fn load(path: &Path) -> Result<AuthenticationConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_with_bytes(path).map(|(cfg, _)| cfg)
+}
+
+/// [`load`], and the bytes it parsed: the reloader starts from them, so an edit made between
+/// start-up's read and the reloader's first look is still applied.
+pub fn load_with_bytes(path: &Path) -> Result<(AuthenticationConfig, Vec<u8>), ConfigErrors> {
+    let whole = |message: String| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             line: 0,
             field: String::new(),
-            message: format!("cannot read: {e}"),
+            message,
         }])
-    })?;
-    parse(path, &text)
+    };
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| whole(format!("not UTF-8: {e}")))?;
+    Ok((parse(path, text)?, bytes))
 }
 
 struct Errors<'a> {
@@ -731,8 +739,9 @@ pub fn spawn_reloader<F>(
             return;
         }
         *last = Some(bytes.clone());
-        let result = parse(&path, &String::from_utf8_lossy(&bytes))
-            .map_err(|e| e.to_string())
+        let result = std::str::from_utf8(&bytes)
+            .map_err(|e| format!("{}: not UTF-8: {e}", path.display()))
+            .and_then(|text| parse(&path, text).map_err(|e| e.to_string()))
             .and_then(&apply);
         match result {
             Ok(()) => tracing::info!(file = %path.display(), "authentication config reloaded"),

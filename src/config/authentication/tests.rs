@@ -480,7 +480,7 @@ fn claim_and_user_rules_refuse_tokens() {
     message: no CI users here
   - expression: 'user.groups.all(g, !g.startsWith(\"system:\"))'
 ";
-    let ok = json!({"sub": "ann", "hd": "example.com", "exp": 1000.0, "nbf": 0});
+    let ok = json!({"sub": "ann", "hd": "example.com", "exp": 1000, "nbf": 0});
     assert!(user_of(m, ok.clone()).is_ok());
     let mut wrong_hd = ok.clone();
     wrong_hd["hd"] = json!("evil.com");
