@@ -338,11 +338,21 @@ impl Expression {
             .any(|(root, f)| root == "claims" && f == field)
     }
 
-    /// Runs the expression with `name` bound to `value`.
-    pub fn eval(&self, name: &str, value: &Value) -> Result<Value, String> {
+    /// Runs the expression on `input`.
+    pub fn eval(&self, input: &Input) -> Result<Value, String> {
+        self.program.execute(&input.0).map_err(|e| e.to_string())
+    }
+}
+
+/// What expressions read: one variable bound once, for every expression of a token (binding
+/// converts the whole value, which costs more than most evaluations).
+pub struct Input(Context<'static, 'static>);
+
+impl Input {
+    pub fn new(variable: Variable, value: Value) -> Input {
         let mut ctx = Context::with_env(env().clone());
-        ctx.add_variable_from_value(name, value.clone());
-        self.program.execute(&ctx).map_err(|e| e.to_string())
+        ctx.add_variable_from_value(variable.name(), value);
+        Input(ctx)
     }
 }
 
@@ -447,7 +457,7 @@ mod tests {
     }
 
     fn run(src: &str) -> Result<Value, String> {
-        compile(src, Variable::Claims)?.eval("claims", &claims())
+        compile(src, Variable::Claims)?.eval(&Input::new(Variable::Claims, claims()))
     }
 
     /// The expressions of kube-apiserver's documentation for structured authentication.
@@ -476,15 +486,18 @@ mod tests {
         ok("claims.email.lowerAscii().endsWith('@x.com')", Value::Bool(true));
         ok("claims.sub.matches('^[0-9]+$')", Value::Bool(true));
         ok("claims.email.replace('@', '-at-')", Value::from("a-at-x.com"));
-        let user = user_value(&crate::authn::User {
-            name: "system:admin".into(),
-            groups: vec!["dev".into()],
-            ..Default::default()
-        });
+        let user = Input::new(
+            Variable::User,
+            user_value(&crate::authn::User {
+                name: "system:admin".into(),
+                groups: vec!["dev".into()],
+                ..Default::default()
+            }),
+        );
         let rule = compile("!user.username.startsWith('system:')", Variable::User).unwrap();
-        assert_eq!(rule.eval("user", &user).unwrap(), Value::Bool(false));
+        assert_eq!(rule.eval(&user).unwrap(), Value::Bool(false));
         let rule = compile("user.groups.all(g, !g.startsWith('system:'))", Variable::User).unwrap();
-        assert_eq!(rule.eval("user", &user).unwrap(), Value::Bool(true));
+        assert_eq!(rule.eval(&user).unwrap(), Value::Bool(true));
     }
 
     #[test]
@@ -493,16 +506,13 @@ mod tests {
         assert_eq!(run("claims.exp + 1 == 1700000101").unwrap(), Value::Bool(true));
         // Beyond 2^53 a double would merge neighbouring IDs into one user name.
         let big = match json!({"id": 1234567890123456789_i64, "ratio": 0.5}) {
-            serde_json::Value::Object(m) => claims_value(&m),
+            serde_json::Value::Object(m) => Input::new(Variable::Claims, claims_value(&m)),
             _ => unreachable!(),
         };
         let e = compile("'u:' + string(claims.id)", Variable::Claims).unwrap();
-        assert_eq!(
-            e.eval("claims", &big).unwrap(),
-            Value::from("u:1234567890123456789")
-        );
+        assert_eq!(e.eval(&big).unwrap(), Value::from("u:1234567890123456789"));
         let e = compile("claims.ratio", Variable::Claims).unwrap();
-        assert_eq!(e.eval("claims", &big).unwrap(), Value::Float(0.5));
+        assert_eq!(e.eval(&big).unwrap(), Value::Float(0.5));
     }
 
     #[test]

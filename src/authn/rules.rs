@@ -9,7 +9,7 @@ use serde_json::Map;
 
 use super::{
     AuthnError,
-    cel::{Expression, claims_value, string_list, type_name, user_value},
+    cel::{Expression, Input, Variable, claims_value, string_list, type_name, user_value},
     user::{SYSTEM_AUTHENTICATED, User},
 };
 
@@ -79,10 +79,14 @@ impl JwtRules {
     /// Maps verified claims to a user, or refuses the token.
     pub fn user(&self, claims: &Map<String, serde_json::Value>) -> Result<User, AuthnError> {
         // Claims as CEL sees them, built once per token and only when an expression reads them.
-        let cel_claims = self.uses_claims_cel().then(|| claims_value(claims));
+        let cel_claims = self
+            .uses_claims_cel()
+            .then(|| Input::new(Variable::Claims, claims_value(claims)));
         let eval = |expr: &Expression| -> Result<Value, AuthnError> {
-            let value = cel_claims.as_ref().unwrap_or(&Value::Null);
-            expr.eval("claims", value)
+            let Some(input) = cel_claims.as_ref() else {
+                return Err(claims_err("no claims to evaluate"));
+            };
+            expr.eval(input)
                 .map_err(|e| claims_err(format!("evaluating '{}': {e}", expr.source)))
         };
 
@@ -202,9 +206,9 @@ impl JwtRules {
         };
         if !self.user_rules.is_empty() {
             // As kube-apiserver: the user as mapped, before `system:authenticated` is added.
-            let value = user_value(&user);
+            let input = Input::new(Variable::User, user_value(&user));
             for rule in &self.user_rules {
-                match rule.expr.eval("user", &value) {
+                match rule.expr.eval(&input) {
                     Ok(Value::Bool(true)) => {}
                     Ok(Value::Bool(false)) => {
                         return Err(claims_err(if rule.message.is_empty() {
