@@ -54,6 +54,9 @@ fn env() -> &'static Arc<Env> {
 pub struct Expression {
     pub source: String,
     program: Program,
+    /// The claims it reads by name (`claims.x`, `claims.?x`, `has(claims.x)`); `None` when it
+    /// uses `claims` as a whole (`'x' in claims`, `claims['x']`).
+    claims_read: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -125,9 +128,13 @@ pub fn compile(source: &str, variable: Variable) -> Result<Expression, String> {
             return Err(format!("undeclared reference to function '{name}'"));
         }
     }
+    let named = walk.selects.iter().filter(|(root, _)| root == "claims");
+    let whole = walk.idents.iter().filter(|i| *i == "claims").count() > named.clone().count();
+    let claims_read = (!whole).then(|| named.map(|(_, f)| f.clone()).collect());
     Ok(Expression {
         source: source.to_string(),
         program,
+        claims_read,
     })
 }
 
@@ -338,6 +345,11 @@ impl Expression {
             .any(|(root, f)| root == "claims" && f == field)
     }
 
+    /// The claims the expression reads by name; `None`: all of them.
+    pub fn claims_read(&self) -> Option<&[String]> {
+        self.claims_read.as_deref()
+    }
+
     /// Runs the expression on `input`.
     pub fn eval(&self, input: &Input) -> Result<Value, String> {
         self.program.execute(&input.0).map_err(|e| e.to_string())
@@ -363,6 +375,16 @@ pub fn claims_value(claims: &Map<String, serde_json::Value>) -> Value {
         claims
             .iter()
             .map(|(k, v)| (k.clone(), json_value(v)))
+            .collect::<HashMap<String, Value>>(),
+    )
+}
+
+/// [`claims_value`] with only the claims named in `keys` (those the expressions read): the
+/// conversion is most of an evaluation's cost, and a claim nobody reads need not be converted.
+pub fn claims_value_of(claims: &Map<String, serde_json::Value>, keys: &[String]) -> Value {
+    Value::from(
+        keys.iter()
+            .filter_map(|k| claims.get(k).map(|v| (k.clone(), json_value(v))))
             .collect::<HashMap<String, Value>>(),
     )
 }
@@ -609,6 +631,23 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_claims_an_expression_reads_are_known() {
+        let read = |src: &str| {
+            compile(src, Variable::Claims)
+                .unwrap()
+                .claims_read()
+                .map(|r| r.to_vec())
+        };
+        assert_eq!(
+            read("has(claims.a) ? claims.?b.orValue(claims.c) : ''"),
+            Some(vec!["a".to_string(), "b".into(), "c".into()])
+        );
+        assert_eq!(read("'a' in claims"), None);
+        assert_eq!(read("claims['a']"), None);
+        assert_eq!(read("size(claims) > 1"), None);
     }
 
     #[test]

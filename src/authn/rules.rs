@@ -9,7 +9,7 @@ use serde_json::Map;
 
 use super::{
     AuthnError,
-    cel::{Expression, Input, Variable, claims_value, string_list, type_name, user_value},
+    cel::{Expression, Input, Variable, claims_value, claims_value_of, string_list, type_name, user_value},
     user::{SYSTEM_AUTHENTICATED, User},
 };
 
@@ -54,6 +54,9 @@ pub struct JwtRules {
     pub uid: Option<Uid>,
     pub extra: Vec<ExtraMapping>,
     pub user_rules: Vec<UserRule>,
+    /// The claims the expressions read by name, when none reads `claims` as a whole: only
+    /// those are converted for CEL.
+    claims_read: Option<Vec<String>>,
 }
 
 fn claims_err(msg: impl Into<String>) -> AuthnError {
@@ -61,6 +64,58 @@ fn claims_err(msg: impl Into<String>) -> AuthnError {
 }
 
 impl JwtRules {
+    pub fn new(
+        claim_rules: Vec<ClaimRule>,
+        username: Prefixed,
+        groups: Option<Prefixed>,
+        uid: Option<Uid>,
+        extra: Vec<ExtraMapping>,
+        user_rules: Vec<UserRule>,
+    ) -> JwtRules {
+        let mut rules = JwtRules {
+            claim_rules,
+            username,
+            groups,
+            uid,
+            extra,
+            user_rules,
+            claims_read: None,
+        };
+        rules.claims_read = rules.claims_read();
+        rules
+    }
+
+    fn claims_expressions(&self) -> Vec<&Expression> {
+        let mut all: Vec<&Expression> = Vec::new();
+        for r in &self.claim_rules {
+            if let ClaimRule::Expression { expr, .. } = r {
+                all.push(expr);
+            }
+        }
+        for p in [Some(&self.username), self.groups.as_ref()].into_iter().flatten() {
+            if let Prefixed::Expression(e) = p {
+                all.push(e);
+            }
+        }
+        if let Some(Uid::Expression(e)) = &self.uid {
+            all.push(e);
+        }
+        all.extend(self.extra.iter().map(|x| &x.expr));
+        all
+    }
+
+    fn claims_read(&self) -> Option<Vec<String>> {
+        let mut keys: Vec<String> = Vec::new();
+        for e in self.claims_expressions() {
+            for k in e.claims_read()? {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+        Some(keys)
+    }
+
     /// Whether any expression of these rules runs per token (claims or user).
     pub fn uses_cel(&self) -> bool {
         self.uses_claims_cel() || !self.user_rules.is_empty()
@@ -79,9 +134,13 @@ impl JwtRules {
     /// Maps verified claims to a user, or refuses the token.
     pub fn user(&self, claims: &Map<String, serde_json::Value>) -> Result<User, AuthnError> {
         // Claims as CEL sees them, built once per token and only when an expression reads them.
-        let cel_claims = self
-            .uses_claims_cel()
-            .then(|| Input::new(Variable::Claims, claims_value(claims)));
+        let cel_claims = self.uses_claims_cel().then(|| {
+            let value = match &self.claims_read {
+                Some(keys) => claims_value_of(claims, keys),
+                None => claims_value(claims),
+            };
+            Input::new(Variable::Claims, value)
+        });
         let eval = |expr: &Expression| -> Result<Value, AuthnError> {
             let Some(input) = cel_claims.as_ref() else {
                 return Err(claims_err("no claims to evaluate"));

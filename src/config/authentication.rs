@@ -401,14 +401,7 @@ fn jwt_entry(errs: &mut Errors, at: &str, line: u64, jwt: Jwt) -> Option<JwtIssu
     }
     let (username, groups, uid, extra) = mappings?;
     let audiences: Vec<String> = audiences.into_iter().map(|a| a.value).collect();
-    let rules = JwtRules {
-        claim_rules,
-        username,
-        groups,
-        uid,
-        extra,
-        user_rules,
-    };
+    let rules = JwtRules::new(claim_rules, username, groups, uid, extra, user_rules);
     // What the entry means, expressions by their source: equal entries hash equal.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     format!("{url:?} {discovery_url:?} {ca_pem:?} {audiences:?} {rules:?}").hash(&mut h);
