@@ -244,20 +244,15 @@ impl TestProxy {
 
     /// The probe port's answer to `path` as text (`/metrics`).
     pub async fn probe_text(&self, path: &str) -> String {
-        use http_body_util::{BodyExt, Empty};
-        use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-        let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let url = format!("http://{}{path}", self.probe);
-        let resp = client
-            .get(url.parse().expect("url"))
-            .await
-            .expect("probe answers");
-        let body = resp.into_body().collect().await.expect("probe body").to_bytes();
-        String::from_utf8_lossy(&body).into_owned()
+        String::from_utf8_lossy(&self.probe_body(path).await).into_owned()
     }
 
     /// The probe port's answer to `path` as JSON (`/clusters`).
     pub async fn probe_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.probe_body(path).await).expect("probe JSON")
+    }
+
+    async fn probe_body(&self, path: &str) -> bytes::Bytes {
         use http_body_util::{BodyExt, Empty};
         use hyper_util::{client::legacy::Client, rt::TokioExecutor};
         let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -266,8 +261,7 @@ impl TestProxy {
             .get(url.parse().expect("url"))
             .await
             .expect("probe answers");
-        let body = resp.into_body().collect().await.expect("probe body").to_bytes();
-        serde_json::from_slice(&body).expect("probe JSON")
+        resp.into_body().collect().await.expect("probe body").to_bytes()
     }
 
     pub async fn wait_ready(&self) {
