@@ -16,6 +16,8 @@ mod jws;
 mod request_info;
 #[path = "../fuzz/src/role_file.rs"]
 mod role_file;
+#[path = "../fuzz/src/authn_config.rs"]
+mod authn_config;
 #[path = "../fuzz/src/self_review.rs"]
 mod self_review;
 
@@ -23,7 +25,7 @@ type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn every_fuzz_target_passes_its_seeds() {
-    let targets: [Target; 8] = [
+    let targets: [Target; 9] = [
         ("access_line", access_line::run),
         ("claims", claims::run),
         ("clusters_file", clusters_file::run),
@@ -31,6 +33,7 @@ fn every_fuzz_target_passes_its_seeds() {
         ("jws", jws::run),
         ("request_info", request_info::run),
         ("role_file", role_file::run),
+        ("authn_config", authn_config::run),
         ("self_review", self_review::run),
     ];
     let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");

@@ -11,3 +11,4 @@ pub mod role_file;
 pub mod clusters_file;
 pub mod access_line;
 pub mod headers;
+pub mod authn_config;
