@@ -4,6 +4,8 @@
 
 #[path = "../fuzz/src/access_line.rs"]
 mod access_line;
+#[path = "../fuzz/src/authn_config.rs"]
+mod authn_config;
 #[path = "../fuzz/src/claims.rs"]
 mod claims;
 #[path = "../fuzz/src/clusters_file.rs"]
@@ -16,8 +18,6 @@ mod jws;
 mod request_info;
 #[path = "../fuzz/src/role_file.rs"]
 mod role_file;
-#[path = "../fuzz/src/authn_config.rs"]
-mod authn_config;
 #[path = "../fuzz/src/self_review.rs"]
 mod self_review;
 
