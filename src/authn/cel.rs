@@ -54,9 +54,10 @@ fn env() -> &'static Arc<Env> {
 pub struct Expression {
     pub source: String,
     program: Program,
-    /// The claims it reads by name (`claims.x`, `claims.?x`, `has(claims.x)`); `None` when it
-    /// uses `claims` as a whole (`'x' in claims`, `claims['x']`).
-    claims_read: Option<Vec<String>>,
+    /// The claims it reads by name (`claims.x`, `claims.?x`, `has(claims.x)`).
+    claims_named: Vec<String>,
+    /// It also uses `claims` as a whole (`'x' in claims`, `claims['x']`).
+    claims_whole: bool,
 }
 
 impl std::fmt::Debug for Expression {
@@ -128,13 +129,16 @@ pub fn compile(source: &str, variable: Variable) -> Result<Expression, String> {
             return Err(format!("undeclared reference to function '{name}'"));
         }
     }
-    let named = walk.selects.iter().filter(|(root, _)| root == "claims");
-    let whole = walk.idents.iter().filter(|i| *i == "claims").count() > named.clone().count();
-    let claims_read = (!whole).then(|| named.map(|(_, f)| f.clone()).collect());
+    let claims_named: Vec<String> = (walk.selects.into_iter())
+        .filter(|(root, _)| root == "claims")
+        .map(|(_, f)| f)
+        .collect();
+    let claims_whole = walk.idents.iter().filter(|i| *i == "claims").count() > claims_named.len();
     Ok(Expression {
         source: source.to_string(),
         program,
-        claims_read,
+        claims_named,
+        claims_whole,
     })
 }
 
@@ -338,16 +342,12 @@ impl Walk {
 impl Expression {
     /// Whether the expression reads `claims.<field>` (plain or optional select).
     pub fn reads_claim(&self, field: &str) -> bool {
-        let mut walk = Walk::default();
-        walk.visit(self.program.expression(), None);
-        walk.selects
-            .iter()
-            .any(|(root, f)| root == "claims" && f == field)
+        self.claims_named.iter().any(|f| f == field)
     }
 
     /// The claims the expression reads by name; `None`: all of them.
     pub fn claims_read(&self) -> Option<&[String]> {
-        self.claims_read.as_deref()
+        (!self.claims_whole).then_some(self.claims_named.as_slice())
     }
 
     /// Runs the expression on `input`.

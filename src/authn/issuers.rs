@@ -165,14 +165,9 @@ impl Issuers {
         self.set.load().by_url.values().all(|r| r.authn.is_ready())
     }
 
-    /// The one issuer of the `--oidc-*` flags (tests and benchmarks drive it directly).
-    pub fn only(&self) -> Option<Arc<Authenticator>> {
-        let set = self.set.load();
-        (set.by_url.len() == 1).then(|| set.by_url.values().next().map(|r| r.authn.clone()))?
-    }
-
     /// Replaces the set with `issuers`: an issuer whose URL and fingerprint are unchanged is
-    /// kept (keys, refresher, counters), the others start or stop. Empties the token cache.
+    /// kept (keys, refresher, counters), the others start or stop. The new set starts with an
+    /// empty token cache.
     pub fn replace(&self, issuers: Vec<Arc<Authenticator>>) {
         let old = self.set.load_full();
         let background = self.background.lock().unwrap_or_else(|e| e.into_inner()).clone();

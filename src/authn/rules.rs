@@ -122,13 +122,7 @@ impl JwtRules {
     }
 
     fn uses_claims_cel(&self) -> bool {
-        self.claim_rules
-            .iter()
-            .any(|r| matches!(r, ClaimRule::Expression { .. }))
-            || matches!(self.username, Prefixed::Expression(_))
-            || matches!(self.groups, Some(Prefixed::Expression(_)))
-            || matches!(self.uid, Some(Uid::Expression(_)))
-            || !self.extra.is_empty()
+        !self.claims_expressions().is_empty()
     }
 
     /// Maps verified claims to a user, or refuses the token.

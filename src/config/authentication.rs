@@ -392,7 +392,7 @@ fn jwt_entry(errs: &mut Errors, at: &str, line: u64, jwt: Jwt) -> Option<JwtIssu
     }
 
     let (claim_rules, uses_email_verified_in_rules) =
-        claim_validation_rules(errs, at, line, jwt.claim_validation_rules);
+        claim_validation_rules(errs, at, jwt.claim_validation_rules);
     let mappings = mappings(errs, at, line, jwt.claim_mappings, uses_email_verified_in_rules);
     let user_rules = user_validation_rules(errs, at, jwt.user_validation_rules);
 
@@ -454,7 +454,6 @@ fn compile(
 fn claim_validation_rules(
     errs: &mut Errors,
     at: &str,
-    _line: u64,
     rules: Option<Vec<Spanned<ClaimValidationRule>>>,
 ) -> (Vec<ClaimRule>, bool) {
     let mut out = Vec::new();
