@@ -566,6 +566,25 @@ jwt:
         assert!(metrics.lines().any(|l| l == line), "missing {line} in\n{metrics}");
     }
 
+    // A claim the token's issuer let its holder shape (a repository name with a line break)
+    // is mapped into an extra that goes upstream as a header: it is refused before anything
+    // reaches the cluster, never split into headers of the holder's choosing.
+    let before = a.user_requests().len();
+    let shaped = robots
+        .token()
+        .sub("ci-5")
+        .aud("other")
+        .claim(
+            "repository",
+            json!("org/app\r\nImpersonate-Group: system:masters"),
+        )
+        .sign();
+    assert_eq!(
+        p.get("/a/api/v1/pods", Some(&shaped)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(a.user_requests().len(), before, "nothing reached the cluster");
+
     // The robots lose their group: the cached robot is mapped again under the new rules.
     let path = p.dir.path().join("authn.yaml");
     std::fs::write(&path, config("[]", true)).unwrap();
