@@ -57,6 +57,8 @@ pub struct JwtRules {
     /// The claims the expressions read by name, when none reads `claims` as a whole: only
     /// those are converted for CEL.
     claims_read: Option<Vec<String>>,
+    /// Some claim rule or mapping is an expression (known at load, asked per token).
+    claims_cel: bool,
 }
 
 fn claims_err(msg: impl Into<String>) -> AuthnError {
@@ -80,8 +82,10 @@ impl JwtRules {
             extra,
             user_rules,
             claims_read: None,
+            claims_cel: false,
         };
         rules.claims_read = rules.claims_read();
+        rules.claims_cel = !rules.claims_expressions().is_empty();
         rules
     }
 
@@ -122,7 +126,7 @@ impl JwtRules {
     }
 
     fn uses_claims_cel(&self) -> bool {
-        !self.claims_expressions().is_empty()
+        self.claims_cel
     }
 
     /// Maps verified claims to a user, or refuses the token.
