@@ -515,4 +515,5 @@ fn start_audit(args: &Args, stats: &Arc<AuditStats>) -> Result<Option<AuditHandl
     cfg.queue_size = args.audit_webhook_queue_size;
     let (handle, _task) = AuditSender::start(cfg, stats.clone())?;
     Ok(Some(handle))
+    cfg.batch_max = usize::try_from(args.audit_webhook_batch_max).unwrap_or(1);
 }

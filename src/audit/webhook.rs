@@ -4,6 +4,9 @@
 //! Unlike the Go proxy, which posted synchronously before forwarding, a request here only puts
 //! its event on a bounded queue and never waits: the sender retries with backoff, times out each
 //! attempt, counts what it had to drop, and flushes the queue on graceful shutdown.
+//!
+//! With `--audit-webhook-batch-max N` (N > 1) a POST carries a JSON array of up to N events
+//! instead of one object: the receiver must expect that format, so it is opt-in.
 
 mod client;
 mod event;
@@ -17,7 +20,7 @@ pub use event::{
     AuditDecision, AuditEvent, OMITTED_CREDENTIALS, OMITTED_NOT_JSON, OMITTED_TOO_LARGE, carries_credentials,
     is_json_content_type, omitted_body, precheck_body, request_body_field,
 };
-pub use sender::{AuditHandle, AuditSender, AuditStats, MAX_IN_FLIGHT};
+pub use sender::{AuditHandle, AuditSender, AuditStats, MAX_BATCH, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BATCHED};
 
 /// Appended to the configured base URL, as the Go proxy did.
 pub const WEBHOOK_PATH: &str = "/api/v1/k8s-audit-log/webhook";
@@ -45,6 +48,10 @@ pub struct WebhookConfig {
     pub max_retries: u32,
     /// Wait before the first retry; doubled for each further retry, capped at 30 s.
     pub initial_backoff: Duration,
+    /// Events per POST. 1 (the default) posts each event as one JSON object, as the Go proxy
+    /// did. Above 1, every POST carries a JSON array of 1 to `batch_max` events: whatever is
+    /// queued when a delivery slot frees up, so a batch never waits for more events to arrive.
+    pub batch_max: usize,
 }
 
 impl WebhookConfig {
@@ -65,6 +72,7 @@ impl WebhookConfig {
             timeout: Duration::from_secs(10),
             max_retries: 5,
             initial_backoff: Duration::from_millis(200),
+            batch_max: 1,
         }
     }
 }

@@ -294,6 +294,12 @@ pub struct Args {
     #[arg(short = 'v', long = "v", default_value_t = 0, help_heading = "Misc")]
     pub verbosity: u8,
 
+    /// Events per POST to the audit webhook. 1: each event is one JSON object, as the Go proxy
+    /// sent it. Above 1: each POST is a JSON array of up to this many events (whatever is queued
+    /// when a delivery slot frees; a batch never waits), for receivers that accept arrays.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024), help_heading = "Audit")]
+    pub audit_webhook_batch_max: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -464,6 +464,14 @@ async fn start_rejects_bad_configs() {
             timeout: Duration::ZERO,
             ..base.clone()
         },
+        WebhookConfig {
+            batch_max: 0,
+            ..base.clone()
+        },
+        WebhookConfig {
+            batch_max: MAX_BATCH + 1,
+            ..base.clone()
+        },
         WebhookConfig::new("ftp://siem.example"),
         WebhookConfig::new("not a url"),
         WebhookConfig {
@@ -507,4 +515,92 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
 fn handle_is_shareable_across_tasks() {
     fn send_sync<T: Clone + Send + Sync + 'static>() {}
     send_sync::<AuditHandle>();
+}
+
+#[tokio::test]
+async fn batched_mode_posts_arrays_of_what_is_queued_and_counts_each_event_once() {
+    let rx = Receiver::start().await;
+    // While the receiver stalls, the delivery slots fill and the rest of the events queue up:
+    // once it answers again they leave in arrays of at most `batch_max`.
+    rx.set_stalled(true);
+    let stats = Arc::new(AuditStats::default());
+    let mut cfg = rx.config();
+    cfg.batch_max = 8;
+    let (handle, task) = AuditSender::start(cfg, stats.clone()).expect("start");
+    for n in 0..50 {
+        handle.send(event(n));
+    }
+    // Every slot holds a POST the receiver sits on; the rest waits in the queue.
+    wait_until("the delivery slots to fill", || {
+        stats.queued.load(Ordering::Relaxed) <= (50 - MAX_IN_FLIGHT_BATCHED) as i64
+    })
+    .await;
+    rx.set_stalled(false);
+    assert_eq!(handle.shutdown(Duration::from_secs(10)).await, 0);
+    task.await.expect("sender task ends");
+
+    let posts = rx.delivered();
+    let mut ids = Vec::new();
+    for post in &posts {
+        let events = post
+            .body
+            .as_array()
+            .expect("every POST is a JSON array in batched mode");
+        assert!((1..=8).contains(&events.len()), "batch of {}", events.len());
+        for ev in events {
+            assert_eq!(ev["cluster_name"], "c1");
+            ids.push(ev["request_id"].as_str().expect("request_id").to_string());
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "each event delivered once");
+    assert_eq!(load(&stats.sent), 50);
+    assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+    // At most one POST per slot that was not full, the rest full batches of 8.
+    assert!(
+        posts.len() <= MAX_IN_FLIGHT_BATCHED + 50usize.div_ceil(8),
+        "{} POSTs",
+        posts.len()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_batch_counts_every_event_in_it_as_failed() {
+    let rx = Receiver::start().await;
+    rx.set_stalled(true);
+    let stats = Arc::new(AuditStats::default());
+    let mut cfg = rx.config();
+    cfg.batch_max = 16;
+    let (handle, task) = AuditSender::start(cfg, stats.clone()).expect("start");
+    for n in 0..20 {
+        handle.send(event(n));
+    }
+    wait_until("the delivery slots to fill", || {
+        stats.queued.load(Ordering::Relaxed) <= (20 - MAX_IN_FLIGHT_BATCHED) as i64
+    })
+    .await;
+    // The held POSTs and the batch behind them are all refused.
+    rx.fail_next(&[400; 20]);
+    rx.set_stalled(false);
+    assert_eq!(handle.shutdown(Duration::from_secs(10)).await, 0);
+    task.await.expect("sender task ends");
+    assert_eq!(load(&stats.sent), 0);
+    assert_eq!(load(&stats.failed), 20);
+    assert_eq!(load(&stats.dropped), 0);
+}
+
+#[tokio::test]
+async fn one_event_per_post_stays_a_json_object_by_default() {
+    let rx = Receiver::start().await;
+    let stats = Arc::new(AuditStats::default());
+    let (handle, task) = AuditSender::start(rx.config(), stats.clone()).expect("start");
+    for n in 0..5 {
+        handle.send(event(n));
+    }
+    assert_eq!(handle.shutdown(Duration::from_secs(5)).await, 0);
+    task.await.expect("sender task ends");
+    let posts = rx.delivered();
+    assert_eq!(posts.len(), 5);
+    assert!(posts.iter().all(|p| p.body.is_object()));
 }
