@@ -5,8 +5,14 @@
 //! ```text
 //! bench-client pki --dir DIR
 //! bench-client tokens  --url https://127.0.0.1:P/bench --ca ca.crt --tokens-file T --count N [--conns 8]
-//!                      [--offset K] [--same-token]
+//!                      [--offset K] [--same-token] [--cycle] [--user-namespaces U]
+//!   --cycle              request i uses token (offset + i) mod (tokens in the file): many users,
+//!                        each token seen again every round (the cached case at size)
+//!   --user-namespaces U  token k is user k mod U (bench-issuer --users U); each asks in its own
+//!                        namespace ns<user mod 100>, where the upstream's RoleBinding rb<user>
+//!                        grants it (bench-upstream --rbac-objects)
 //! bench-client watches --url ... --ca ... --tokens-file T --count N [--h1] [--streams-per-conn 500] --ready-file F [--hold 3600]
+//!                      [--drain]  (read the watch streams as events arrive, instead of only holding them)
 //! bench-client list    --url ... --ca ... --tokens-file T --requests N [--conns 2]
 //! bench-client upgrade --url ... --ca ... --tokens-file T [--conns 4] [--mb-per-conn 64] [--chunk 65536]
 //! ```
@@ -156,8 +162,10 @@ async fn tokens(t: Arc<Target>, args: &Args) -> serde_json::Value {
     // Repeats use fresh tokens: run k uses tokens 1 + offset .. 1 + offset + count.
     let offset: usize = args.num("offset", 0);
     let path = args.str("path", "/api/v1/namespaces/default/configmaps/small");
+    let cycle = args.bool("cycle");
+    let user_ns: usize = args.num("user-namespaces", 0);
     // Token 0 is the one the other workloads use (it is cached by now); distinct ones follow.
-    if !same && t.tokens.len() < offset + count + 1 {
+    if !same && !cycle && t.tokens.len() < offset + count + 1 {
         die(&format!(
             "need {} tokens, have {}",
             offset + count + 1,
@@ -181,12 +189,24 @@ async fn tokens(t: Arc<Target>, args: &Args) -> serde_json::Value {
                 if i >= count {
                     break;
                 }
-                let token = if same {
-                    &t.tokens[0]
+                let k = if same {
+                    0
+                } else if cycle {
+                    (offset + i) % t.tokens.len()
                 } else {
-                    &t.tokens[offset + i + 1]
+                    offset + i + 1
                 };
-                let req = t.get(&path, token, false);
+                let token = &t.tokens[k];
+                let req = if user_ns > 0 {
+                    let ns = (k % user_ns) % 100;
+                    t.get(
+                        &format!("/api/v1/namespaces/ns{ns}/configmaps/small"),
+                        token,
+                        false,
+                    )
+                } else {
+                    t.get(&path, token, false)
+                };
                 let t0 = Instant::now();
                 // A keep-alive connection takes the next request only once the last one is done.
                 let sent = match send.ready().await {
@@ -233,6 +253,7 @@ async fn watches(t: Arc<Target>, args: &Args) -> serde_json::Value {
     let per_conn: usize = args.num("streams-per-conn", 500);
     let parallel: usize = args.num("parallel", 128);
     let hold: u64 = args.num("hold", 3600);
+    let drain = args.bool("drain");
     let ready_file = args.get("ready-file").map(PathBuf::from);
     let path = args.str(
         "path",
@@ -281,7 +302,16 @@ async fn watches(t: Arc<Target>, args: &Args) -> serde_json::Value {
     let mut failed = 0usize;
     for task in tasks {
         match task.await.expect("task") {
-            Some(w) => held.push(w),
+            Some((resp, keep)) if drain => {
+                held.push(tokio::spawn(async move {
+                    let _keep = keep;
+                    let _ = read_body(resp.into_body()).await;
+                }));
+            }
+            Some(w) => held.push(tokio::spawn(async move {
+                let _w = w;
+                std::future::pending::<()>().await;
+            })),
             None => failed += 1,
         }
     }

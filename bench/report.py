@@ -214,6 +214,117 @@ errors = {
 }
 if errors:
     lines += ["", "Non-200 / failed requests: " + ", ".join(f"{k} {t}: {int(n)}" for (k, t), n in sorted(errors.items()))]
+
+def cell(key, t, f, show_spread=False):
+    v = get(key, t)
+    return fmt(v, f) + (spread(key, t) if show_spread and v is not None else "")
+
+
+# Audit on: kop with the webhook posting to a sink, one event per POST and batched, next to kop
+# with audit off and the pass-through of the same run.
+if get("get.cpu10k", "kopaudit") is not None:
+    lines += [
+        "",
+        "## Audit webhook on",
+        "",
+        "**kop + audit** posts one JSON event per request (as the Go proxy did) to a sink (a second",
+        "`bench-upstream` process: TLS, keep-alive, reads each POST, answers 200); **kop + audit, batched**",
+        "adds `--audit-webhook-batch-max 64` (a JSON array of what is queued per POST). Same load, same run.",
+        "",
+        "| workload | metric | pass-through | kop | kop + audit | kop + audit, batched | kop ÷ pass | audit ÷ pass | batched ÷ pass | audit ÷ kop | batched ÷ kop | target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for prefix, label in (("get", "small GET, HTTP/1.1, 64 conns"), ("geth2", "small GET, HTTP/2, 4 conns x 16 streams")):
+        for metric, mlabel, f, sp in (("rps", "requests/s", ",.0f", True), ("p50", "latency p50 (ms)", ".3f", False),
+                                      ("p99", "latency p99 (ms)", ".3f", False),
+                                      ("cpu10k", "CPU s / 10k req (serving process)", ".3f", True),
+                                      ("sinkcpu10k", "CPU s / 10k req (the sink)", ".3f", False)):
+            key = f"{prefix}.{metric}"
+            p_, k_, a_, b_ = (get(key, t) for t in ("passthrough", "kop", "kopaudit", "kopbatch"))
+            target = ""
+            if metric == "cpu10k" and a_ and k_:
+                ea, eb = (a_ / k_ - 1) * 100, (b_ / k_ - 1) * 100 if b_ else None
+                target = f"≤ +15% vs audit off: {ea:+.0f}% {'✅' if ea <= 15 else '❌'}"
+                if eb is not None:
+                    target += f"; batched {eb:+.0f}% {'✅' if eb <= 15 else '❌'}"
+            lines.append(
+                f"| {label} | {mlabel} | {cell(key, 'passthrough', f, sp)} | {cell(key, 'kop', f, sp)} | "
+                f"{cell(key, 'kopaudit', f, sp)} | {cell(key, 'kopbatch', f, sp)} | {ratio(k_, p_)} | {ratio(a_, p_)} | "
+                f"{ratio(b_, p_)} | {ratio(a_, k_)} | {ratio(b_, k_)} | {target} |"
+            )
+            label = ""
+    delivered = []
+    for t, name in (("kopaudit", "one per POST"), ("kopbatch", "batched")):
+        sent, dropped, failed = (get(f"audit.{c}", t) for c in ("sent", "dropped", "failed"))
+        if sent is not None:
+            delivered.append(f"{name}: {sent:,.0f} events sent, {dropped or 0:,.0f} dropped, {failed or 0:,.0f} failed")
+    if delivered:
+        lines += ["", "Events delivered (the proxies' counters at the end of the audited runs, warm-up included): " + "; ".join(delivered) + "."]
+
+# Many users at size, next to one user.
+if get("many.cpu_us", "kopmany") is not None:
+    pas, one, many = (get("many.cpu_us", t) for t in ("passthrough", "kopone", "kopmany"))
+    lines += [
+        "",
+        "## Many users",
+        "",
+        "**kop, many users**: distinct users with cached tokens (bench-issuer `--users`), each granted get on",
+        "configmaps by its own RoleBinding (bench-upstream `--rbac-objects`: about as many RoleBindings over 100",
+        "namespaces, as many group ClusterRoleBindings, a tenth of the objects roles), each user asking in its own",
+        "namespace, round after round, so the token cache and the RBAC index work at size. **kop, one user**: the",
+        "same client and count with one token of the built-in role. Both proxies fresh; the same client against the",
+        "pass-through. 8 connections (`bench-client tokens --cycle`).",
+        "",
+        "| metric | pass-through | kop, one user | kop, many users | one ÷ pass | many ÷ pass | many ÷ one |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| CPU µs / request (serving process) | {cell('many.cpu_us', 'passthrough', '.1f', True)} | {cell('many.cpu_us', 'kopone', '.1f', True)} | "
+        f"{cell('many.cpu_us', 'kopmany', '.1f', True)} | {ratio(one, pas)} | {ratio(many, pas)} | {ratio(many, one)} |",
+    ]
+    for key, label, f in (("many.p50", "latency p50 (ms)", ".3f"), ("many.p99", "latency p99 (ms)", ".3f"),
+                          ("many.rps", "requests/s", ",.0f"), ("many.rss_ready", "RSS when ready (MiB)", ".1f"),
+                          ("many.rss_after", "RSS after the runs (MiB)", ".1f")):
+        p_, o_, m_ = (get(key, t) for t in ("passthrough", "kopone", "kopmany"))
+        lines.append(f"| {label} | {fmt(p_, f)} | {fmt(o_, f)} | {fmt(m_, f)} | {ratio(o_, p_)} | {ratio(m_, p_)} | {ratio(m_, o_)} |")
+    first = get("manyfirst.cpu_us", "kopmany")
+    if first is not None:
+        lines += ["", f"First round (every user's token verified once, RBAC index at size): {first:.1f} µs CPU per request."]
+
+# A real kube-apiserver upstream.
+if get("kasget.cpu10k", "kaskop") is not None:
+    lines += [
+        "",
+        "## Against a real kube-apiserver",
+        "",
+        "`bench/run --upstream=kube-apiserver`: kube-apiserver and etcd as e2e/prepare builds them, static token",
+        "(system:masters) for direct clients, the pass-through and the proxy's cluster credential. *kop share* is",
+        "the proxy's CPU over the proxy's plus kube-apiserver's for the same requests (etcd not counted).",
+        "",
+        "| workload | metric | direct | pass-through | kop | kop ÷ pass | kop ÷ direct | kop share of the request |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for prefix, label in (("kasget", "get a ConfigMap, 16 conns"), ("kaslist", "list 100 pods, 4 conns")):
+        for metric, mlabel, f, sp in (("rps", "requests/s", ",.0f", True), ("p50", "latency p50 (ms)", ".3f", False),
+                                      ("p99", "latency p99 (ms)", ".3f", False),
+                                      ("cpu10k", "CPU s / 10k req (serving process)", ".3f", True),
+                                      ("cpu10k_total", "CPU s / 10k req (incl. kube-apiserver)", ".3f", False)):
+            key = f"{prefix}.{metric}"
+            d_, p_, k_ = (get(key, t) for t in ("kasdirect", "kaspass", "kaskop"))
+            share = ""
+            if metric == "cpu10k" and k_ and get(f"{prefix}.cpu10k_total", "kaskop"):
+                share = f"{k_ / get(f'{prefix}.cpu10k_total', 'kaskop') * 100:.0f}%"
+            lines.append(
+                f"| {label} | {mlabel} | {cell(key, 'kasdirect', f, sp)} | {cell(key, 'kaspass', f, sp)} | "
+                f"{cell(key, 'kaskop', f, sp)} | {ratio(k_, p_)} | {ratio(k_, d_)} | {share} |"
+            )
+            label = ""
+    d_, p_, k_ = (get("kaswatch.cpu_us", t) for t in ("kasdirect", "kaspass", "kaskop"))
+    opened = get("kaswatch.opened", "kaskop")
+    lines.append(
+        f"| watch: {int(opened or 0)} ConfigMap watches (HTTP/2), {int(get('meta', 'kaswatch_updates') or 0)} updates | CPU µs per event per watcher (serving process) | "
+        f"{cell('kaswatch.cpu_us', 'kasdirect', '.2f', True)} | {cell('kaswatch.cpu_us', 'kaspass', '.2f', True)} | "
+        f"{cell('kaswatch.cpu_us', 'kaskop', '.2f', True)} | {ratio(k_, p_)} | {ratio(k_, d_)} |  |"
+    )
+
 lines += [
     "",
     "RBAC decision with 10k bindings, JWT verification and token-cache lookups are criterion",

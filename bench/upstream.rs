@@ -220,11 +220,14 @@ fn rbac_items(path: &str, n: usize) -> Vec<serde_json::Value> {
         "/apis/rbac.authorization.k8s.io/v1/clusterroles" => (0..roles - roles / 2)
             .map(|i| json!({"metadata": meta(format!("crole{i}"), None, i), "rules": rules(i)}))
             .collect(),
+        // RoleBinding i, in namespace ns<i mod 100>, binds user `bench-user-<i>` (bench-issuer
+        // --users) to a Role of that same namespace, which grants get on configmaps there.
         "/apis/rbac.authorization.k8s.io/v1/rolebindings" => (0..bindings / 2)
             .map(|i| {
+                let same_ns = ((roles / 2) / 100 * 100).max(1);
                 json!({"metadata": meta(format!("rb{i}"), Some(ns(i)), i),
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("role{}", i % (roles / 2).max(1))},
-                    "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": format!("user{i}")},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("role{}", i % same_ns)},
+                    "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": format!("bench-user-{i:05}")},
                                  {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("team{}", i % 700)}]})
             })
             .collect(),
