@@ -585,6 +585,21 @@ jwt:
     );
     assert_eq!(a.user_requests().len(), before, "nothing reached the cluster");
 
+    // Connections that keep their last token's user (the proxy's per-connection memo): after
+    // each change below, they must be answered under the new rules too.
+    let mut kept_robot = p.conn().await;
+    let mut kept_person = p.conn().await;
+    let robot_auth = format!("Bearer {robot}");
+    let person_auth = format!("Bearer {person}");
+    for (conn, auth) in [(&mut kept_robot, &robot_auth), (&mut kept_person, &person_auth)] {
+        let resp = conn
+            .get("/a/api/v1/pods", &[("authorization", auth)])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let _ = support::client::collect(resp.into_body()).await;
+    }
+
     // The robots lose their group: the cached robot is mapped again under the new rules.
     let path = p.dir.path().join("authn.yaml");
     std::fs::write(&path, config("[]", true)).unwrap();
@@ -606,6 +621,15 @@ jwt:
         code,
         StatusCode::FORBIDDEN,
         "the new mapping applies to a cached token"
+    );
+    let resp = kept_robot
+        .get("/a/api/v1/pods", &[("authorization", &robot_auth)])
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "and to the connection that kept it"
     );
     assert_eq!(p.get("/a/api/v1/pods", Some(&person)).await.0, StatusCode::OK);
     let fetches = people.jwks_fetches();
@@ -634,6 +658,15 @@ jwt:
         code,
         StatusCode::UNAUTHORIZED,
         "a removed issuer is no longer trusted"
+    );
+    let resp = kept_person
+        .get("/a/api/v1/pods", &[("authorization", &person_auth)])
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "not even on a connection that kept it"
     );
     p.shutdown().await;
 }

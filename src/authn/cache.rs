@@ -16,7 +16,7 @@ const SHARDS: usize = 16;
 /// being honoured soon even for long-lived tokens.
 pub const MAX_ENTRY_AGE: Duration = Duration::from_secs(300);
 
-type Key = [u8; 32];
+pub type Key = [u8; 32];
 
 struct Entry {
     user: Arc<User>,
@@ -40,6 +40,12 @@ impl TokenCache {
         }
     }
 
+    /// False for a cache of size 0 (`--token-cache-size 0`): then nothing is remembered, by
+    /// the cache or by a connection's memo.
+    pub fn enabled(&self) -> bool {
+        self.per_shard > 0
+    }
+
     pub fn key(token: &str) -> Key {
         let d = digest::digest(&digest::SHA256, token.as_bytes());
         let mut k = [0u8; 32];
@@ -52,12 +58,17 @@ impl TokenCache {
     }
 
     pub fn get(&self, key: &Key, now: Instant) -> Option<Arc<User>> {
+        self.entry(key, now).map(|(user, _)| user)
+    }
+
+    /// The user of a live entry and when the entry expires.
+    pub fn entry(&self, key: &Key, now: Instant) -> Option<(Arc<User>, Instant)> {
         if self.per_shard == 0 {
             return None;
         }
         let mut map = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
         match map.get(key) {
-            Some(e) if e.expires > now => Some(e.user.clone()),
+            Some(e) if e.expires > now => Some((e.user.clone(), e.expires)),
             Some(_) => {
                 map.remove(key);
                 None

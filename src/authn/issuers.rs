@@ -36,6 +36,48 @@ struct Running {
 struct Set {
     by_url: HashMap<String, Running>,
     cache: TokenCache,
+    /// Distinct for every set ever made, so a connection's memo made under an older set is
+    /// never taken for this one's (an address could be reused; a generation is not).
+    generation: u64,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The last token a connection presented (its digest, never the token) and whom it mapped to.
+/// kubectl and client-go send the same token on a connection again and again; with the memo
+/// those requests skip the shared cache, whose shard lock every worker takes for the same hot
+/// token. It obeys the cache's rules: the entry's expiry, and the issuer set it was made under.
+#[derive(Default)]
+pub struct ConnMemo(std::sync::Mutex<Option<Memo>>);
+
+struct Memo {
+    key: cache::Key,
+    user: Arc<User>,
+    expires: Instant,
+    generation: u64,
+}
+
+impl ConnMemo {
+    fn get(&self, key: &cache::Key, generation: u64, now: Instant) -> Option<Arc<User>> {
+        let memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*memo {
+            Some(m) if m.key == *key && m.generation == generation && m.expires > now => Some(m.user.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: cache::Key, user: Arc<User>, expires: Instant, generation: u64) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Memo {
+            key,
+            user,
+            expires,
+            generation,
+        });
+    }
 }
 
 /// One issuer's state, for `/ready`, `/clusters`-style reports and metrics.
@@ -78,6 +120,7 @@ impl Issuers {
             set: ArcSwap::from_pointee(Set {
                 by_url,
                 cache: TokenCache::new(cache_size),
+                generation: next_generation(),
             }),
             cache_size,
             route_by_iss,
@@ -98,12 +141,32 @@ impl Issuers {
 
     /// Verifies a bearer token and maps it to a user; repeat tokens come from the cache.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<User>, AuthnError> {
+        self.authenticate_on(token, None).await
+    }
+
+    /// [`Issuers::authenticate`] for a request on a connection with `memo`: the connection's
+    /// last token is answered from the memo, any other goes through the cache and becomes the
+    /// memo.
+    pub async fn authenticate_on(
+        &self,
+        token: &str,
+        memo: Option<&ConnMemo>,
+    ) -> Result<Arc<User>, AuthnError> {
         let now = Instant::now();
         let key = TokenCache::key(token);
         // The set (and its cache) this token is answered under, start to end.
         let set = self.set.load();
-        if let Some(user) = set.cache.get(&key, now) {
+        if let Some(memo) = memo
+            && let Some(user) = memo.get(&key, set.generation, now)
+        {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(user);
+        }
+        if let Some((user, expires)) = set.cache.entry(&key, now) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            if let Some(memo) = memo {
+                memo.put(key, user.clone(), expires, set.generation);
+            }
             return Ok(user);
         }
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +180,12 @@ impl Issuers {
         // Instant, which panics on overflow.
         let remaining = Duration::from_secs(exp.saturating_sub(unix_now())).min(cache::MAX_ENTRY_AGE);
         set.cache.insert(key, user.clone(), now + remaining, now);
+        if let Some(memo) = memo
+            && set.cache.enabled()
+            && !remaining.is_zero()
+        {
+            memo.put(key, user.clone(), now + remaining, set.generation);
+        }
         Ok(user)
     }
 
@@ -213,6 +282,7 @@ impl Issuers {
         self.set.store(Arc::new(Set {
             by_url,
             cache: TokenCache::new(self.cache_size),
+            generation: next_generation(),
         }));
         tracing::info!(kept, started, stopped, "authentication configuration applied");
     }
