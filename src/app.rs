@@ -498,6 +498,8 @@ fn proxy_options(args: &Args) -> Result<ProxyOptions, StartError> {
             args.max_long_running_requests_per_user,
         ),
         body_timeout: args.request_body_timeout,
+        max_request_body: usize::try_from(args.max_request_body_bytes).unwrap_or(usize::MAX),
+        cluster_host_suffix: args.cluster_host_suffix.clone().filter(|s| !s.is_empty()),
         ..ProxyOptions::default()
     })
 }
@@ -513,7 +515,7 @@ fn start_audit(args: &Args, stats: &Arc<AuditStats>) -> Result<Option<AuditHandl
     cfg.client_key_file = args.audit_webhook_client_key_file.clone();
     cfg.bearer_token_file = args.audit_webhook_token_file.clone();
     cfg.queue_size = args.audit_webhook_queue_size;
+    cfg.batch_max = usize::try_from(args.audit_webhook_batch_max).unwrap_or(1);
     let (handle, _task) = AuditSender::start(cfg, stats.clone())?;
     Ok(Some(handle))
-    cfg.batch_max = usize::try_from(args.audit_webhook_batch_max).unwrap_or(1);
 }

@@ -39,6 +39,11 @@ pub struct KubeconfigArgs {
     /// Name of the user entry (and the prefix of nothing else).
     #[arg(long, default_value = "oidc")]
     pub user: String,
+    /// Host-name style (the proxy's `--cluster-host-suffix`): each cluster's server is
+    /// `https://<cluster><suffix>[:port of --proxy-url]` with no path, instead of
+    /// `<proxy-url>/<cluster>`.
+    #[arg(long)]
+    pub cluster_host_suffix: Option<String>,
 }
 
 /// A YAML scalar that reads back as exactly `s` (a JSON string is valid YAML).
@@ -88,12 +93,30 @@ pub fn render(a: &KubeconfigArgs) -> Result<String, String> {
     args.push(format!("--oidc-client-id={}", a.oidc_client_id));
     args.extend(a.kubelogin_args.iter().cloned());
 
+    let port = proxy
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once(':'))
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let server = |c: &str| match &a.cluster_host_suffix {
+        Some(suffix) => match port {
+            Some(p) => format!("https://{c}{suffix}:{p}"),
+            None => format!("https://{c}{suffix}"),
+        },
+        None => format!("{proxy}/{c}"),
+    };
+    if let Some(suffix) = &a.cluster_host_suffix
+        && !suffix.starts_with('.')
+    {
+        return Err(format!("--cluster-host-suffix {suffix:?} must start with a dot"));
+    }
     let mut out = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
     for c in &clusters {
         out.push_str(&format!(
             "- name: {}\n  cluster:\n    server: {}\n",
             q(c),
-            q(&format!("{proxy}/{c}"))
+            q(&server(c))
         ));
         if let Some(ca) = &ca {
             out.push_str(&format!("    certificate-authority-data: {ca}\n"));
@@ -137,7 +160,35 @@ mod tests {
             kubelogin_command: "kubectl".into(),
             kubelogin_args: vec!["--oidc-extra-scope=groups".into()],
             user: "oidc".into(),
+            cluster_host_suffix: None,
         }
+    }
+
+    #[test]
+    fn host_name_style_servers_carry_no_path() {
+        let mut a = args();
+        a.cluster_host_suffix = Some(".proxy.example.com".into());
+        let k = Kubeconfig::from_yaml(&render(&a).unwrap()).unwrap();
+        let servers: Vec<_> = k
+            .clusters
+            .iter()
+            .map(|c| c.cluster.as_ref().unwrap().server.clone().unwrap())
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                "https://k8s.proxy.example.com:8443",
+                "https://kind.proxy.example.com:8443"
+            ]
+        );
+        a.proxy_url = "https://proxy.example.com".into();
+        assert!(
+            render(&a)
+                .unwrap()
+                .contains("server: \"https://k8s.proxy.example.com\"\n")
+        );
+        a.cluster_host_suffix = Some("proxy.example.com".into());
+        assert!(render(&a).unwrap_err().contains("must start with a dot"));
     }
 
     #[test]

@@ -225,6 +225,19 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Secure Serving")]
     pub request_body_timeout: Duration,
 
+    /// Largest body of a write (create, update, patch, delete) the proxy forwards, as
+    /// kube-apiserver's flag of the same name: one that declares more is refused with 413
+    /// before any of it is read, and one the proxy reads itself stops at this size.
+    #[arg(long, default_value_t = 3 << 20, value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)), help_heading = "Secure Serving")]
+    pub max_request_body_bytes: u64,
+
+    /// Also route by host name: a request to `<cluster><suffix>` (suffix `.proxy.example.com`:
+    /// `https://k8s.proxy.example.com/api/...`) goes to that cluster with no path prefix, for
+    /// tools that drop the server URL's path. The serving certificate must cover the names
+    /// (a wildcard `*.proxy.example.com`, or one name per cluster).
+    #[arg(long, help_heading = "Secure Serving", value_parser = parse_host_suffix)]
+    pub cluster_host_suffix: Option<String>,
+
     /// More user-name headers to strip from every request, as configured on the clusters'
     /// request-header authenticators (X-Remote-User is always stripped).
     #[arg(long, value_delimiter = ',', help_heading = "Secure Serving")]
@@ -281,6 +294,12 @@ pub struct Args {
     #[arg(long, default_value_t = 4096, help_heading = "Audit")]
     pub audit_webhook_queue_size: usize,
 
+    /// Events per POST to the audit webhook. 1: each event is one JSON object, as the Go proxy
+    /// sent it. Above 1: each POST is a JSON array of up to this many events (whatever is queued
+    /// when a delivery slot frees; a batch never waits), for receivers that accept arrays.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024), help_heading = "Audit")]
+    pub audit_webhook_batch_max: u64,
+
     /// Largest JSON request body copied into an audit event (larger ones are marked omitted).
     #[arg(long, default_value_t = 16384, help_heading = "Audit")]
     pub audit_max_body_bytes: usize,
@@ -293,12 +312,6 @@ pub struct Args {
     /// Log verbosity (klog style): 0 info, 2 debug for the proxy, 4 debug for everything, 6 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0, help_heading = "Misc")]
     pub verbosity: u8,
-
-    /// Events per POST to the audit webhook. 1: each event is one JSON object, as the Go proxy
-    /// sent it. Above 1: each POST is a JSON array of up to this many events (whatever is queued
-    /// when a delivery slot frees; a batch never waits), for receivers that accept arrays.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024), help_heading = "Audit")]
-    pub audit_webhook_batch_max: u64,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -633,5 +646,21 @@ mod tests {
         assert_eq!(a.username_prefix(), "");
         let a = parse(&["--oidc-username-prefix=oidc:"]).expect("parse");
         assert_eq!(a.username_prefix(), "oidc:");
+    }
+}
+
+/// `--cluster-host-suffix`: a DNS suffix starting with a dot (`.proxy.example.com`).
+fn parse_host_suffix(s: &str) -> Result<String, String> {
+    let ok = s.len() > 1
+        && s.starts_with('.')
+        && s[1..]
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS suffix starting with a dot, like .proxy.example.com"
+        ))
     }
 }

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     audit::webhook::AuditDecision,
-    authn::{Issuers, User},
+    authn::{Issuers, User, issuers::ConnMemo},
     authz::{
         rbac::{Decision, Snapshot},
         request_info::RequestInfo,
@@ -86,21 +86,45 @@ struct Authenticated {
 const MAX_REVIEW_BODY: usize = 64 << 10;
 
 impl Proxy {
+    /// A request the HTTP/1.1 server refused before it was read (its head too large, its URI
+    /// too long, or not HTTP): an AuFail line and the metrics, as for any refusal.
+    pub fn edge_refused(&self, peer: SocketAddr, code: u16) {
+        self.recorder.edge_refused(peer, code);
+    }
+
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        self.handle_on(req, peer, None).await
+    }
+
+    /// [`Proxy::handle`] for a request on a connection that keeps a token memo.
+    pub async fn handle_on(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        memo: Option<&ConnMemo>,
+    ) -> Response<ProxyBody> {
         let mut ctx = self.context(&req, peer);
-        match self.serve(req, &mut ctx).await {
+        match self.serve(req, &mut ctx, memo).await {
             Ok(resp) => resp,
             Err(refusal) => self.recorder.refused(&mut ctx, refusal),
         }
     }
 
     /// The life of a request: authenticate, route, authorize, rewrite, forward.
-    async fn serve(&self, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<ProxyBody>, Refusal> {
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        ctx: &mut Ctx,
+        memo: Option<&ConnMemo>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        // A path the HTTP/2 guard put in place of one too long to hold: a 414 for anyone.
+        if let Some(len) = crate::server::edge::uri_too_long(req.uri().path()) {
+            return Err(Refusal::UriTooLong(Some(len)));
+        }
         // Before anything else, so an unauthenticated client learns nothing.
-        let Authenticated { user, reviewed } = self.authenticate(&req).await?;
+        let Authenticated { user, reviewed } = self.authenticate(&req, memo).await?;
         ctx.user = Some(user.clone());
-        let route = route::parse(req.uri().path(), req.uri().query())
-            .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let route = self.route(&req).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let cluster = (self.clusters.get(route.cluster))
             .ok_or_else(|| Refusal::UnknownCluster(route.cluster.into()))?;
         ctx.cluster = Some(metrics::ClusterLabel::from(cluster.name.clone()));
@@ -118,6 +142,7 @@ impl Proxy {
             return self.self_review(req, review, &info, &user, &snapshot, ctx).await;
         }
         authorize(&user, &info, upgrade_rule, &snapshot)?;
+        refuse_large_write(&req, &info, self.opts.max_request_body)?;
         let carry = carry(&req, &cluster, reviewed, &caller, asked)?;
         let checked = match carry {
             // kube-apiserver makes its in-handler checks with the real identity itself.
@@ -139,6 +164,21 @@ impl Proxy {
             carry,
         };
         self.forward(req, fwd, &cluster, &user, &info, ctx).await
+    }
+
+    /// The cluster and Kubernetes path of a request: from the path, or from the host name with
+    /// `--cluster-host-suffix` (HTTP/2's `:authority`, HTTP/1.1's `Host`).
+    fn route<'a>(&self, req: &'a Request<Incoming>) -> Result<route::Route<'a>, route::RouteError> {
+        let host_cluster = self.opts.cluster_host_suffix.as_deref().and_then(|suffix| {
+            let host = match req.uri().authority() {
+                Some(a) => a.as_str(),
+                None => req.headers().get(header::HOST)?.to_str().ok()?,
+            };
+            route::cluster_of_host(host, suffix)
+        });
+        route::parse_with_host(host_cluster, req.uri().path(), req.uri().query(), |c| {
+            self.clusters.get(c).is_some()
+        })
     }
 
     fn context(&self, req: &Request<Incoming>, peer: SocketAddr) -> Ctx {
@@ -169,9 +209,13 @@ impl Proxy {
 
     /// The issuer's token first; with `--token-passthrough`, the target cluster's TokenReview
     /// for anything else. Every failure is the same bare 401.
-    async fn authenticate(&self, req: &Request<Incoming>) -> Result<Authenticated, Refusal> {
+    async fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        memo: Option<&ConnMemo>,
+    ) -> Result<Authenticated, Refusal> {
         let token = headers::bearer_token(req.headers()).ok_or(Refusal::Unauthenticated)?;
-        match self.authn.authenticate(&token).await {
+        match self.authn.authenticate_on(&token, memo).await {
             Ok(user) => {
                 return Ok(Authenticated {
                     user,
@@ -185,7 +229,8 @@ impl Proxy {
         if self.authn.claims_our_issuer(&token) {
             return Err(Refusal::Unauthenticated);
         }
-        let cluster = route::parse(req.uri().path(), req.uri().query())
+        let cluster = self
+            .route(req)
             .ok()
             .and_then(|r| self.clusters.get(r.cluster))
             .ok_or(Refusal::Unauthenticated)?;
@@ -287,7 +332,7 @@ impl Proxy {
         let auditing = self.recorder.audit.is_some();
         let (body, audit_field, whole) = if fwd.checked.is_some() {
             let bytes =
-                request_body::read_body(body, inspect::MAX_INSPECTED_BODY, self.opts.body_timeout).await?;
+                request_body::read_body(body, self.opts.max_request_body, self.opts.body_timeout).await?;
             let field = auditing.then(|| request_body::audit_field(&parts.headers, info, &bytes, limit));
             (Either::Right(Full::new(bytes.clone())), field, Some(bytes))
         } else if auditing && info.is_resource_request {
@@ -532,4 +577,31 @@ fn act_as(
     ctx.impersonator = Some(caller.clone());
     ctx.user = Some(target.clone());
     Ok(target)
+}
+
+/// kube-apiserver reads at most `--max-request-body-bytes` of a write's body (its create,
+/// update, patch and delete handlers); the streams of `exec`, `attach`, `portforward` and
+/// `proxy` have no such limit. A write that declares a longer body is refused here, with the
+/// same 413, before any of it is read or forwarded.
+fn refuse_large_write(req: &Request<Incoming>, info: &RequestInfo, limit: usize) -> Result<(), Refusal> {
+    let write = matches!(
+        info.verb.as_str(),
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    );
+    let stream = matches!(
+        info.subresource.as_str(),
+        "exec" | "attach" | "portforward" | "proxy"
+    );
+    if !info.is_resource_request || !write || stream {
+        return Ok(());
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(Refusal::Body(request_body::BodyError::TooLarge(limit))),
+        _ => Ok(()),
+    }
 }

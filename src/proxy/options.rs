@@ -25,6 +25,10 @@ pub struct ProxyOptions {
     pub limits: UserLimits,
     /// The longest the proxy waits for a request body it reads itself.
     pub body_timeout: Duration,
+    /// `--max-request-body-bytes`: the largest body of a write, as kube-apiserver's.
+    pub max_request_body: usize,
+    /// `--cluster-host-suffix`: a request to `<cluster><suffix>` goes to that cluster.
+    pub cluster_host_suffix: Option<String>,
     /// Checked writes in flight at once, across all users: each holds its body, the dry run's
     /// answer and its parsed form.
     pub checked_writes: Arc<tokio::sync::Semaphore>,
@@ -42,6 +46,8 @@ impl Default for ProxyOptions {
             identity_headers: IdentityHeaders::default(),
             limits: UserLimits::default(),
             body_timeout: Duration::from_secs(30),
+            max_request_body: super::inspect::MAX_INSPECTED_BODY,
+            cluster_host_suffix: None,
             checked_writes: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKED_WRITES)),
             checked_writes_per_user: UserLimits::new(MAX_CHECKED_WRITES_PER_USER, 0),
         }

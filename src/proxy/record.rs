@@ -146,6 +146,33 @@ impl Recorder {
         resp
     }
 
+    /// A request refused by the HTTP layer before its head could be read: an AuFail line with
+    /// what happened in place of the URI, and metrics (no cluster, verb `other`).
+    pub fn edge_refused(&self, peer: std::net::SocketAddr, code: u16) {
+        let what = match code {
+            414 => "<request-uri-too-long>",
+            431 => "<request-head-too-large>",
+            _ => "<request-head-not-http>",
+        };
+        let client = Client {
+            ip: peer.ip(),
+            forwarded_for: None,
+            uri: what,
+        };
+        let extra = Extra {
+            request_id: "",
+            cluster: None,
+            code,
+        };
+        let format = self.format;
+        emit(&*self.access_log, |line| {
+            access_log::write_fail(line, format, OffsetDateTime::now_utc(), &client, &extra);
+        });
+        let zero = std::time::Duration::ZERO;
+        self.metrics
+            .request_done(None, Verb::Other, code, Decision::Error, zero, zero);
+    }
+
     /// An answer the proxy made itself for an allowed request (self-reviews, a failed dry
     /// run); its AuSuccess line is written by the caller, who knows the user.
     pub fn answered(&self, ctx: &mut Ctx, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {

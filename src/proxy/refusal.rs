@@ -25,6 +25,9 @@ pub enum Refusal {
     Unauthenticated,
     /// A request the proxy will not parse or serve as it is.
     BadRequest(String),
+    /// A request target longer than the URI type holds (HTTP/2: its length, from the marker
+    /// path [`crate::server::edge`] put in its place).
+    UriTooLong(Option<usize>),
     UnknownCluster(String),
     MethodNotAllowed(String),
     /// The cluster's RBAC is not loaded yet.
@@ -76,6 +79,11 @@ impl Refusal {
         match self {
             Refusal::Unauthenticated => status::unauthorized(),
             Refusal::BadRequest(msg) => status(StatusCode::BAD_REQUEST, "BadRequest", &msg),
+            Refusal::UriTooLong(len) => status(
+                StatusCode::URI_TOO_LONG,
+                "BadRequest",
+                &crate::server::edge::uri_too_long_message(len),
+            ),
             Refusal::UnknownCluster(name) => status::unknown_cluster(&name),
             Refusal::MethodNotAllowed(method) => status(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -186,6 +194,7 @@ mod tests {
         let cases: Vec<(Refusal, u16, &str, Decision)> = vec![
             (Refusal::Unauthenticated, 401, "Unauthorized", Decision::Unauthenticated),
             (Refusal::BadRequest("x".into()), 400, "BadRequest", Decision::Error),
+            (Refusal::UriTooLong(Some(70_000)), 414, "BadRequest", Decision::Error),
             (Refusal::UnknownCluster("nope".into()), 404, "NotFound", Decision::Error),
             (Refusal::MethodNotAllowed("TRACE".into()), 405, "MethodNotAllowed", Decision::Error),
             (Refusal::NotReady(cluster.clone()), 503, "ServiceUnavailable", Decision::Error),

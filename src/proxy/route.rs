@@ -1,6 +1,9 @@
-//! Routing: the first path segment names the cluster, the rest is the Kubernetes path.
+//! Routing: the first path segment names the cluster, the rest is the Kubernetes path; or, with
+//! `--cluster-host-suffix`, the host name `<cluster><suffix>` names it and the whole path is the
+//! Kubernetes path (for tools that drop or rewrite the server URL's path).
 //! Parsing is strict on purpose: a cluster segment or a dot-segment that some component would
-//! decode or normalise differently is refused rather than guessed at.
+//! decode or normalise differently is refused rather than guessed at, and a host and a path that
+//! name two different clusters are refused rather than one of them chosen.
 
 use crate::config::valid_cluster_name;
 
@@ -20,6 +23,67 @@ pub enum RouteError {
     BadCluster,
     #[error("the path may not contain '.' or '..' segments")]
     DotSegment,
+    #[error("the host names cluster {host:?} and the path cluster {path:?}")]
+    Disagree { host: String, path: String },
+}
+
+/// The cluster a request's host names with `--cluster-host-suffix` (`k8s.proxy.example.com`
+/// with suffix `.proxy.example.com` is cluster `k8s`), whatever the port. Host names are
+/// compared without regard to case, as DNS does; the cluster part is a cluster name as written.
+pub fn cluster_of_host<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
+    if suffix.is_empty() {
+        return None;
+    }
+    // `name:port`; an IPv6 literal (`[::1]:8443`) never ends with a name suffix.
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let cut = name.len().checked_sub(suffix.len())?;
+    if cut == 0 || !name.is_char_boundary(cut) || !name[cut..].eq_ignore_ascii_case(suffix) {
+        return None;
+    }
+    let cluster = &name[..cut];
+    valid_cluster_name(cluster).then_some(cluster)
+}
+
+/// The route of a request whose host named `host_cluster` (see [`cluster_of_host`]), or of one
+/// routed by its path alone. Both styles work at once: under a cluster's host name, a path that
+/// starts with a served cluster's name (`is_cluster`) must name the same cluster, and is then
+/// read as a path-style one; any other path is the Kubernetes path as it is.
+pub fn parse_with_host<'a>(
+    host_cluster: Option<&'a str>,
+    path: &'a str,
+    query: Option<&'a str>,
+    is_cluster: impl Fn(&str) -> bool,
+) -> Result<Route<'a>, RouteError> {
+    let Some(host) = host_cluster else {
+        return parse(path, query);
+    };
+    if let Ok(route) = parse(path, query)
+        && is_cluster(route.cluster)
+    {
+        if route.cluster != host {
+            return Err(RouteError::Disagree {
+                host: host.into(),
+                path: route.cluster.into(),
+            });
+        }
+        return Ok(route);
+    }
+    if !path.starts_with('/') {
+        return Err(RouteError::NoCluster);
+    }
+    if path.split('/').any(is_dot_segment) || (path.contains('%') && has_decoded_dot_segment(path.as_bytes()))
+    {
+        return Err(RouteError::DotSegment);
+    }
+    Ok(Route {
+        cluster: host,
+        path,
+        query,
+    })
 }
 
 pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, RouteError> {
@@ -190,5 +254,74 @@ mod tests {
         ] {
             assert!(parse(ok, None).is_ok(), "{ok}");
         }
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn the_host_names_the_cluster_with_the_suffix() {
+        let s = ".proxy.example.com";
+        assert_eq!(cluster_of_host("k8s.proxy.example.com", s), Some("k8s"));
+        assert_eq!(cluster_of_host("k8s.proxy.example.com:8443", s), Some("k8s"));
+        assert_eq!(cluster_of_host("k8s.PROXY.example.com.", s), Some("k8s"));
+        // The cluster part is taken as written: a cluster named `k8s` is not `K8S` (404).
+        assert_eq!(cluster_of_host("K8S.proxy.example.com", s), Some("K8S"));
+        // Cluster names may hold dots (a wildcard certificate covers one label only).
+        assert_eq!(cluster_of_host("a.b.proxy.example.com", s), Some("a.b"));
+        assert_eq!(
+            cluster_of_host("prod-eu-1.proxy.example.com", s),
+            Some("prod-eu-1")
+        );
+        for not in [
+            "proxy.example.com",
+            ".proxy.example.com",
+            "k8s.proxy.example.org",
+            "k8s.evilproxy.example.com",
+            "[::1]:8443",
+            "127.0.0.1:8443",
+            "",
+        ] {
+            assert_eq!(cluster_of_host(not, s), None, "{not}");
+        }
+        assert_eq!(cluster_of_host("k8s.proxy.example.com", ""), None);
+    }
+
+    #[test]
+    fn host_and_path_styles_work_at_once_and_never_disagree_silently() {
+        let served = |c: &str| c == "k8s" || c == "kind";
+        let r = parse_with_host(Some("k8s"), "/api/v1/pods", Some("limit=1"), served).unwrap();
+        assert_eq!(
+            (r.cluster, r.path, r.query),
+            ("k8s", "/api/v1/pods", Some("limit=1"))
+        );
+        let r = parse_with_host(Some("k8s"), "/k8s/api/v1/pods", None, served).unwrap();
+        assert_eq!((r.cluster, r.path), ("k8s", "/api/v1/pods"));
+        assert_eq!(
+            parse_with_host(Some("k8s"), "/kind/api/v1/pods", None, served),
+            Err(RouteError::Disagree {
+                host: "k8s".into(),
+                path: "kind".into()
+            })
+        );
+        // A first segment that is no served cluster is part of the Kubernetes path.
+        let r = parse_with_host(Some("k8s"), "/apis/apps/v1", None, served).unwrap();
+        assert_eq!((r.cluster, r.path), ("k8s", "/apis/apps/v1"));
+        let r = parse_with_host(Some("k8s"), "/", None, served).unwrap();
+        assert_eq!(r.path, "/");
+        for bad in ["/api/../../x", "/api/%2e%2e/x", "/x%2F..%2Fy"] {
+            assert_eq!(
+                parse_with_host(Some("k8s"), bad, None, served),
+                Err(RouteError::DotSegment),
+                "{bad}"
+            );
+        }
+        // Without a host cluster, the path decides, as before.
+        assert_eq!(
+            parse_with_host(None, "/kind/api", None, served).unwrap().cluster,
+            "kind"
+        );
     }
 }

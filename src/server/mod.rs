@@ -1,5 +1,6 @@
 //! Listeners: the TLS proxy port and the plain-HTTP probe port, and graceful shutdown.
 
+pub mod edge;
 pub mod probe;
 pub mod tls;
 
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::Proxy;
+use crate::{authn::issuers::ConnMemo, proxy::Proxy};
 
 /// Listener settings from flags.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,9 @@ impl Builders {
         // Without a timer hyper silently drops the header timeout (slowloris).
         h1.http1()
             .timer(TokioTimer::new())
+            // kube-apiserver's 1 MiB of request line and headers (Go adds 4 KiB of slack too).
+            .max_buf_size(edge::MAX_HEAD_BYTES + 4096)
+            .max_headers(edge::MAX_H1_HEADERS)
             .header_read_timeout((!opts.header_read_timeout.is_zero()).then_some(opts.header_read_timeout))
             .keep_alive(true);
         let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
@@ -49,7 +53,7 @@ impl Builders {
         h2.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(streams)
-            .max_header_list_size(1 << 20)
+            .max_header_list_size(edge::MAX_HEAD_BYTES as u32)
             .max_pending_accept_reset_streams(Some(200))
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
@@ -103,21 +107,31 @@ pub async fn serve(
                 }
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let edge_proxy = proxy.clone();
+            // The connection's last token and its user (see `ConnMemo`).
+            let memo = Arc::new(ConnMemo::default());
             let svc = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                let (proxy, memo) = (proxy.clone(), memo.clone());
+                async move { Ok::<_, Infallible>(proxy.handle_on(req, peer, Some(&memo)).await) }
             });
-            let builder = if h2 { &builders.h2 } else { &builders.h1 };
-            let conn = watcher.watch(
-                builder
-                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                    .into_owned(),
-            );
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                },
-                _ = hard.cancelled() => {}
+            // Both protocols' edges answer what the libraries refuse (see `edge`).
+            let result = if h2 {
+                let io = edge::H2PathGuard::new(tls);
+                let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                tokio::select! {
+                    r = watcher.watch(conn.into_owned()) => r,
+                    _ = hard.cancelled() => Ok(()),
+                }
+            } else {
+                let io = edge::H1Answers::new(tls, Box::new(move |code| edge_proxy.edge_refused(peer, code)));
+                let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                tokio::select! {
+                    r = watcher.watch(conn.into_owned()) => r,
+                    _ = hard.cancelled() => Ok(()),
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }

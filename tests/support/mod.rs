@@ -10,6 +10,7 @@
 
 pub mod apiserver;
 pub mod client;
+pub mod h2raw;
 pub mod issuer;
 pub mod objects;
 pub mod pki;
@@ -154,7 +155,10 @@ async fn serve_conn<H, F>(
     // The auto builder picks h2 or HTTP/1.1 from the connection preface, so
     // ALPN "h2" and prior-knowledge clients both work. Upgrades must be on,
     // or the connection future ends right after writing a 101.
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // kube-apiserver's limits: 1 MiB of request line and headers on both protocols.
+    builder.http1().max_buf_size((1 << 20) + 4096);
+    builder.http2().max_header_list_size(1 << 20);
     let _ = builder
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await;

@@ -1,0 +1,715 @@
+//! The protocol edge: what the HTTP libraries refuse before the proxy sees a request, answered
+//! so kubectl can read it and never retries it.
+//!
+//! kube-apiserver takes 1 MiB of request line and headers (Go's `MaxHeaderBytes`) on both
+//! protocols. The proxy takes the same, except for one limit of the libraries it is built on:
+//! the `http` crate's URI type holds at most [`MAX_URI_LEN`] bytes (its query offset is a
+//! `u16`), so a longer request target (a label selector of thousands of values) cannot be served.
+//!
+//! - HTTP/1.1: hyper answers a request head it cannot take with a bare 400, 414 or 431 and closes
+//!   the connection. [`H1Answers`] sits under hyper on the connection and replaces that bare
+//!   answer with a Kubernetes `Status` naming the limit.
+//! - HTTP/2: h2 resets a stream whose `:path` the URI type cannot hold with `PROTOCOL_ERROR`,
+//!   which Go's HTTP/2 client (client-go, kubectl) treats as safe to retry on a new connection,
+//!   without end. [`H2PathGuard`] reads the client's frames before h2 does and, for a `:path`
+//!   longer than the limit, hands h2 a short marker path instead ([`URI_TOO_LONG_PATH`] and the
+//!   length); the handler answers that with a 414 `Status`. Nothing else in the stream changes:
+//!   every other frame, and every other header block, passes through byte for byte.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The longest request target the `http` crate's URI type holds.
+pub const MAX_URI_LEN: usize = u16::MAX as usize - 1;
+/// Request line and headers, as kube-apiserver (Go's `http.DefaultMaxHeaderBytes`).
+pub const MAX_HEAD_BYTES: usize = 1 << 20;
+/// Header fields per HTTP/1.1 request: hyper's default, kept because a larger one costs an
+/// allocation per request. 100 fields is far beyond what kubectl sends.
+pub const MAX_H1_HEADERS: usize = 100;
+/// The path h2 sees instead of one that is too long, followed by the real length in bytes.
+pub const URI_TOO_LONG_PATH: &str = "/.kube-oidc-proxy/uri-too-long/";
+
+/// The length a marker path carries, when `path` is one.
+pub fn uri_too_long(path: &str) -> Option<usize> {
+    path.strip_prefix(URI_TOO_LONG_PATH)?.parse().ok()
+}
+
+/// The message of the 414 answer.
+pub fn uri_too_long_message(len: Option<usize>) -> String {
+    let len = len.map_or_else(|| "more than 65,534".to_string(), |n| format!("{n}"));
+    format!(
+        "the request URI is {len} bytes long; this proxy takes at most {MAX_URI_LEN} bytes (the limit of \
+         the HTTP library it is built on, although kube-apiserver takes up to 1 MiB): shorten the \
+         label or field selector, or split the request"
+    )
+}
+
+/// What the bare HTTP/1.1 answers that [`H1Answers`] replaces mean.
+fn h1_message(code: u16) -> (&'static str, String) {
+    match code {
+        414 => ("RequestURITooLong", uri_too_long_message(None)),
+        431 => (
+            "RequestHeaderFieldsTooLarge",
+            format!(
+                "the request line and headers are larger than {MAX_HEAD_BYTES} bytes (1 MiB, as \
+                 kube-apiserver takes), or have more than {MAX_H1_HEADERS} header fields"
+            ),
+        ),
+        _ => (
+            "BadRequest",
+            "the request is not valid HTTP/1.1 (request line or header fields)".to_string(),
+        ),
+    }
+}
+
+/// A whole HTTP/1.1 response carrying a Kubernetes `Status`, closing the connection.
+fn h1_status_response(code: u16) -> Vec<u8> {
+    let (reason, message) = h1_message(code);
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    })
+    .to_string();
+    let phrase = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("Bad Request");
+    format!(
+        "HTTP/1.1 {code} {phrase}\r\ncontent-type: application/json\r\ncache-control: no-cache, private\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The status of a bare answer hyper writes on its own for a request head it could not take:
+/// `HTTP/1.1 400|414|431`, `content-length: 0` and no `content-type` (every answer of the
+/// proxy, and of kube-apiserver, carries a body).
+fn bare_error(buf: &[u8]) -> Option<u16> {
+    let code = match buf.get(..13)? {
+        b"HTTP/1.1 400 " => 400,
+        b"HTTP/1.1 414 " => 414,
+        b"HTTP/1.1 431 " => 431,
+        _ => return None,
+    };
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = buf[..end + 4].to_ascii_lowercase();
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    (end + 4 == buf.len() && has(b"\r\ncontent-length: 0\r\n") && !has(b"\r\ncontent-type:")).then_some(code)
+}
+
+/// Called once per connection when a bare answer was replaced, with its status.
+pub type OnRefusal = Box<dyn FnOnce(u16) + Send + Sync>;
+
+/// Wraps the connection under hyper's HTTP/1.1 server: replaces hyper's bare answer to a head it
+/// could not parse with a `Status`. Reads pass through untouched.
+pub struct H1Answers<IO> {
+    io: IO,
+    /// The replacement being written, and how much of it is out; then the length of hyper's
+    /// buffer to report as written.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+    on_refusal: Option<OnRefusal>,
+}
+
+impl<IO> H1Answers<IO> {
+    pub fn new(io: IO, on_refusal: OnRefusal) -> Self {
+        H1Answers {
+            io,
+            replacing: None,
+            on_refusal: Some(on_refusal),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for H1Answers<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> H1Answers<IO> {
+    /// Writes what is left of the replacement; ready with the length hyper asked to write.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        while let Some((bytes, done, _)) = &mut self.replacing
+            && *done < bytes.len()
+        {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &bytes[*done..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *done += n;
+        }
+        Poll::Ready(Ok(self.replacing.as_ref().map_or(0, |r| r.2)))
+    }
+
+    fn start_replacing(&mut self, code: u16, len: usize) {
+        self.replacing = Some((h1_status_response(code), 0, len));
+        if let Some(report) = self.on_refusal.take() {
+            report(code);
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for H1Answers<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.replacing.is_none() {
+            match bare_error(buf) {
+                Some(code) => this.start_replacing(code, buf.len()),
+                None => return Pin::new(&mut this.io).poll_write(cx, buf),
+            }
+        }
+        let n = ready!(this.poll_replacement(cx))?;
+        // After the replacement the connection is done: hyper closes it.
+        Poll::Ready(Ok(if n > 0 { n } else { buf.len() }))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.replacing.is_none() {
+            let first = bufs.iter().find(|b| !b.is_empty());
+            let only = bufs.iter().filter(|b| !b.is_empty()).count() == 1;
+            match first.filter(|_| only).and_then(|b| bare_error(b)) {
+                Some(code) => {
+                    let len = bufs.iter().map(|b| b.len()).sum();
+                    this.start_replacing(code, len)
+                }
+                None => return Pin::new(&mut this.io).poll_write_vectored(cx, bufs),
+            }
+        }
+        let n = ready!(this.poll_replacement(cx))?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// ---- HTTP/2
+
+const PREFACE_LEN: usize = 24;
+const FRAME_HEADER: usize = 9;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// The frame size h2 accepts unless told otherwise (SETTINGS_MAX_FRAME_SIZE's default).
+const MAX_FRAME: usize = 16_384;
+/// A header block buffered beyond this is passed on as it is (h2 refuses it on its own: it is
+/// larger than the header list the proxy accepts, even with HPACK's compression).
+const MAX_BLOCK: usize = 2 * MAX_HEAD_BYTES;
+/// An encoded `:path` shorter than this cannot decode to more than [`MAX_URI_LEN`] bytes (no
+/// Huffman code is shorter than 5 bits), so it is never decoded.
+const MIN_SUSPECT: usize = MAX_URI_LEN * 5 / 8;
+
+enum H2State {
+    /// The client's connection preface, passed on.
+    Preface(usize),
+    /// Between frames.
+    Frame,
+    /// Inside a frame's payload that is passed on as it is.
+    Pass(usize),
+    /// Gathering a header block: the frames as they came, and the block's fragments.
+    Block {
+        stream: u32,
+        end_stream: bool,
+        raw: BytesMut,
+        fragments: BytesMut,
+        /// Payload still to read of the frame being gathered, its length and flags.
+        need: usize,
+        len: usize,
+        flags: u8,
+        kind: u8,
+    },
+}
+
+/// Reads the client's HTTP/2 frames before h2 does; see the module documentation.
+pub struct H2PathGuard<IO> {
+    io: IO,
+    state: H2State,
+    /// Read from the connection, not yet looked at.
+    input: BytesMut,
+    /// Looked at, ready for h2.
+    output: BytesMut,
+    eof: bool,
+}
+
+impl<IO> H2PathGuard<IO> {
+    /// The handler records the refusal of the marker path like any other.
+    pub fn new(io: IO) -> Self {
+        H2PathGuard {
+            io,
+            state: H2State::Preface(PREFACE_LEN),
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    /// Moves what can be decided from `input` to `output`.
+    fn process(&mut self) {
+        loop {
+            match &mut self.state {
+                H2State::Preface(left) | H2State::Pass(left) => {
+                    let n = (*left).min(self.input.len());
+                    if n == 0 && *left > 0 {
+                        return;
+                    }
+                    self.output.extend_from_slice(&self.input.split_to(n));
+                    *left -= n;
+                    if *left == 0 {
+                        self.state = H2State::Frame;
+                    }
+                }
+                H2State::Frame => {
+                    let Some(h) = self.input.get(..FRAME_HEADER) else {
+                        return;
+                    };
+                    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    let (kind, flags) = (h[3], h[4]);
+                    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    if kind == HEADERS && len <= MAX_FRAME {
+                        let mut raw = BytesMut::with_capacity(FRAME_HEADER + len);
+                        raw.extend_from_slice(&self.input.split_to(FRAME_HEADER));
+                        self.state = H2State::Block {
+                            stream,
+                            end_stream: flags & END_STREAM != 0,
+                            raw,
+                            fragments: BytesMut::new(),
+                            need: len,
+                            len,
+                            flags,
+                            kind,
+                        };
+                    } else {
+                        self.output.extend_from_slice(&self.input.split_to(FRAME_HEADER));
+                        self.state = H2State::Pass(len);
+                    }
+                }
+                H2State::Block {
+                    stream,
+                    end_stream,
+                    raw,
+                    fragments,
+                    need,
+                    len,
+                    flags,
+                    kind,
+                } => {
+                    if *need > 0 {
+                        let n = (*need).min(self.input.len());
+                        if n == 0 {
+                            return;
+                        }
+                        raw.extend_from_slice(&self.input.split_to(n));
+                        *need -= n;
+                        if *need > 0 {
+                            return;
+                        }
+                        // The frame is whole: its fragment, without padding and priority.
+                        let payload = &raw[raw.len() - *len..];
+                        match fragment(payload, *flags, *kind) {
+                            Some(f) => fragments.extend_from_slice(f),
+                            None => return self.give_up(),
+                        }
+                        if *flags & END_HEADERS != 0 {
+                            let (stream, end_stream) = (*stream, *end_stream);
+                            let raw = std::mem::take(raw);
+                            let fragments = std::mem::take(fragments);
+                            self.state = H2State::Frame;
+                            self.finish_block(stream, end_stream, raw, &fragments);
+                        } else if raw.len() > MAX_BLOCK {
+                            return self.give_up();
+                        }
+                        continue;
+                    }
+                    // Between the frames of a block: only a CONTINUATION of the same stream may
+                    // come (anything else is h2's to refuse).
+                    let Some(h) = self.input.get(..FRAME_HEADER) else {
+                        return;
+                    };
+                    let next = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    if h[3] != CONTINUATION || id != *stream || next > MAX_FRAME {
+                        self.give_up();
+                        continue;
+                    }
+                    *flags = h[4];
+                    *kind = CONTINUATION;
+                    *need = next;
+                    *len = next;
+                    raw.extend_from_slice(&self.input.split_to(FRAME_HEADER));
+                    if next == 0 {
+                        // An empty CONTINUATION: handled as a whole frame right away.
+                        *need = 0;
+                        if *flags & END_HEADERS != 0 {
+                            let (stream, end_stream) = (*stream, *end_stream);
+                            let raw = std::mem::take(raw);
+                            let fragments = std::mem::take(fragments);
+                            self.state = H2State::Frame;
+                            self.finish_block(stream, end_stream, raw, &fragments);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes a block gathered so far on as it came, and goes on frame by frame.
+    fn give_up(&mut self) {
+        if let H2State::Block { raw, need, .. } = &mut self.state {
+            self.output.extend_from_slice(raw);
+            let need = *need;
+            self.state = if need > 0 {
+                H2State::Pass(need)
+            } else {
+                H2State::Frame
+            };
+        }
+    }
+
+    fn finish_block(&mut self, stream: u32, end_stream: bool, raw: BytesMut, block: &[u8]) {
+        match rewrite_long_path(block) {
+            Some((len, new_block)) => {
+                tracing::debug!(stream, len, "HTTP/2 request path longer than the URI type holds");
+                write_header_frames(&mut self.output, stream, end_stream, &new_block);
+            }
+            None => self.output.extend_from_slice(&raw),
+        }
+    }
+}
+
+/// The header block fragment of a HEADERS or CONTINUATION payload.
+fn fragment(payload: &[u8], flags: u8, kind: u8) -> Option<&[u8]> {
+    if kind == CONTINUATION {
+        return Some(payload);
+    }
+    let mut p = payload;
+    let mut pad = 0usize;
+    if flags & PADDED != 0 {
+        pad = usize::from(*p.first()?);
+        p = &p[1..];
+    }
+    if flags & PRIORITY != 0 {
+        p = p.get(5..)?;
+    }
+    p.get(..p.len().checked_sub(pad)?)
+}
+
+/// HEADERS (then CONTINUATION) frames carrying `block`, at most [`MAX_FRAME`] each.
+fn write_header_frames(out: &mut BytesMut, stream: u32, end_stream: bool, block: &[u8]) {
+    let chunks: Vec<&[u8]> = if block.is_empty() {
+        vec![block]
+    } else {
+        block.chunks(MAX_FRAME).collect()
+    };
+    let last = chunks.len() - 1;
+    for (n, chunk) in chunks.into_iter().enumerate() {
+        let kind = if n == 0 { HEADERS } else { CONTINUATION };
+        let mut flags = if n == last { END_HEADERS } else { 0 };
+        if n == 0 && end_stream {
+            flags |= END_STREAM;
+        }
+        let len = chunk.len();
+        out.put_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+        out.put_u32(stream);
+        out.put_slice(chunk);
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for H2PathGuard<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.output.is_empty() {
+                let n = this.output.len().min(buf.remaining());
+                buf.put_slice(&this.output[..n]);
+                this.output.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            // A payload passed on as it is (DATA, most of all) goes straight into h2's buffer.
+            if let H2State::Pass(left) = &mut this.state
+                && *left > 0
+                && this.input.is_empty()
+                && !this.eof
+                && buf.remaining() > 0
+            {
+                let dst = buf.initialize_unfilled_to((*left).min(buf.remaining()));
+                let mut rb = ReadBuf::new(dst);
+                ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+                let n = rb.filled().len();
+                if n == 0 {
+                    this.eof = true;
+                    continue;
+                }
+                buf.advance(n);
+                *left -= n;
+                if *left == 0 {
+                    this.state = H2State::Frame;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                // A block cut short by the end of the connection goes on as it is.
+                this.give_up();
+                if !this.input.is_empty() {
+                    let rest = this.input.split();
+                    this.output.extend_from_slice(&rest);
+                    continue;
+                }
+                if !this.output.is_empty() {
+                    continue;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut tmp = [0u8; 16 * 1024];
+            let mut rb = ReadBuf::new(&mut tmp);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                this.eof = true;
+            } else {
+                this.input.extend_from_slice(rb.filled());
+                this.process();
+            }
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for H2PathGuard<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// ---- HPACK, only as far as finding `:path` needs
+
+/// An HPACK integer with an `n`-bit prefix at `b[*i]`.
+fn int(b: &[u8], i: &mut usize, n: u32) -> Option<usize> {
+    let mask = (1usize << n) - 1;
+    let mut v = usize::from(*b.get(*i)?) & mask;
+    *i += 1;
+    if v < mask {
+        return Some(v);
+    }
+    let mut shift = 0u32;
+    loop {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        v = v.checked_add(usize::from(byte & 0x7f).checked_shl(shift)?)?;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 28 {
+            return None;
+        }
+    }
+}
+
+/// A string literal at `b[*i]`: (huffman, start, end).
+fn string(b: &[u8], i: &mut usize) -> Option<(bool, usize, usize)> {
+    let huffman = *b.get(*i)? & 0x80 != 0;
+    let len = int(b, i, 7)?;
+    let start = *i;
+    let end = start.checked_add(len).filter(|&e| e <= b.len())?;
+    *i = end;
+    Some((huffman, start, end))
+}
+
+/// When `block` carries a `:path` literal longer than [`MAX_URI_LEN`] decoded: its decoded length
+/// and the block with the marker path in its place. The static table's `:path` entries (4, 5) or
+/// a literal `:path` name are recognised, which is how HPACK encoders send a long path (it
+/// cannot be in the dynamic table: it is larger than the table).
+fn rewrite_long_path(block: &[u8]) -> Option<(usize, Vec<u8>)> {
+    let mut i = 0;
+    while i < block.len() {
+        let start = i;
+        let b = block[i];
+        let (prefix, incremental) = if b & 0x80 != 0 {
+            int(block, &mut i, 7)?;
+            continue;
+        } else if b & 0x40 != 0 {
+            (6, true)
+        } else if b & 0x20 != 0 {
+            int(block, &mut i, 5)?;
+            continue;
+        } else {
+            (4, false)
+        };
+        let index = int(block, &mut i, prefix)?;
+        let is_path = match index {
+            4 | 5 => true,
+            0 => {
+                let (h, s, e) = string(block, &mut i)?;
+                !h && &block[s..e] == b":path"
+            }
+            _ => false,
+        };
+        let (huffman, s, e) = string(block, &mut i)?;
+        if !is_path {
+            continue;
+        }
+        let encoded = e - s;
+        if (huffman && encoded < MIN_SUSPECT) || (!huffman && encoded <= MAX_URI_LEN) {
+            return None;
+        }
+        let decoded = if huffman {
+            huffman_len(&block[s..e])?
+        } else {
+            encoded
+        };
+        if decoded <= MAX_URI_LEN {
+            return None;
+        }
+        let mut out = Vec::with_capacity(block.len() - (i - start) + 64);
+        out.extend_from_slice(&block[..start]);
+        let mut value = format!("{URI_TOO_LONG_PATH}{decoded}");
+        if incremental {
+            // The client added the long path to its dynamic table, which emptied it (an entry
+            // larger than the table does): an entry as large keeps h2's table the same.
+            value.push('?');
+            value.extend(std::iter::repeat_n('p', 4200));
+            out.push(0x44);
+        } else {
+            out.push(0x04);
+        }
+        push_int(&mut out, value.len(), 7, 0);
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(&block[i..]);
+        return Some((decoded, out));
+    }
+    None
+}
+
+fn push_int(out: &mut Vec<u8>, v: usize, n: u32, high: u8) {
+    let mask = (1usize << n) - 1;
+    if v < mask {
+        out.push(high | v as u8);
+        return;
+    }
+    out.push(high | mask as u8);
+    let mut rest = v - mask;
+    while rest >= 0x80 {
+        out.push((rest & 0x7f) as u8 | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
+}
+
+/// Code lengths of HPACK's Huffman code (RFC 7541, Appendix B), symbols 0 to 256 (EOS). The code
+/// is canonical, so the lengths define it.
+const HUFFMAN_LENGTHS: [u8; 257] = [
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28, 28, 28,
+    28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6,
+    6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7,
+    8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7,
+    15, 11, 14, 13, 28, 20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24,
+    23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23,
+    23, 21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26,
+    26, 26, 27, 27, 26, 24, 25, 19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20,
+    21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27,
+    27, 27, 26, 30,
+];
+
+/// Canonical decoding tables: per code length, the first code and how many codes have it.
+struct Canonical {
+    first: [u32; 31],
+    count: [u32; 31],
+}
+
+fn canonical() -> &'static Canonical {
+    static TABLE: std::sync::OnceLock<Canonical> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut count = [0u32; 31];
+        for &l in &HUFFMAN_LENGTHS {
+            count[usize::from(l)] += 1;
+        }
+        let mut first = [0u32; 31];
+        let mut code = 0u32;
+        for len in 1..31 {
+            code = (code + count[len - 1]) << 1;
+            first[len] = code;
+        }
+        Canonical { first, count }
+    })
+}
+
+/// How many octets a Huffman-coded string decodes to; `None` when it is not valid HPACK Huffman
+/// (EOS inside, or padding longer than 7 bits or not all ones).
+fn huffman_len(data: &[u8]) -> Option<usize> {
+    let t = canonical();
+    let (mut code, mut len, mut n) = (0u32, 0usize, 0usize);
+    for &byte in data {
+        for bit in (0..8).rev() {
+            code = (code << 1) | u32::from((byte >> bit) & 1);
+            len += 1;
+            let offset = code.wrapping_sub(t.first[len]);
+            if code >= t.first[len] && offset < t.count[len] {
+                if len == 30 && offset == t.count[30] - 1 {
+                    return None; // EOS is the last 30-bit code
+                }
+                n += 1;
+                code = 0;
+                len = 0;
+            } else if len >= 30 {
+                return None;
+            }
+        }
+    }
+    // Padding: the high bits of EOS (all ones), fewer than 8.
+    (len < 8 && code == (1u32 << len) - 1).then_some(n)
+}
+
+#[cfg(test)]
+mod tests;
