@@ -475,9 +475,43 @@ impl Args {
     }
 }
 
+/// `--cluster-host-suffix`: a DNS suffix starting with a dot (`.proxy.example.com`).
+fn parse_host_suffix(s: &str) -> Result<String, String> {
+    let ok = s.len() > 1
+        && s.starts_with('.')
+        && s[1..]
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS suffix starting with a dot, like .proxy.example.com"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_host_suffix_is_a_dns_suffix_with_a_leading_dot() {
+        assert_eq!(
+            parse_host_suffix(".Proxy.example.com").unwrap(),
+            ".proxy.example.com"
+        );
+        for bad in [
+            "proxy.example.com",
+            ".",
+            "..example.com",
+            ".a_b.com",
+            ".proxy.example.com/x",
+            "",
+        ] {
+            assert!(parse_host_suffix(bad).is_err(), "{bad}");
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("kube-oidc-proxy").chain(args.iter().copied()))
@@ -646,21 +680,5 @@ mod tests {
         assert_eq!(a.username_prefix(), "");
         let a = parse(&["--oidc-username-prefix=oidc:"]).expect("parse");
         assert_eq!(a.username_prefix(), "oidc:");
-    }
-}
-
-/// `--cluster-host-suffix`: a DNS suffix starting with a dot (`.proxy.example.com`).
-fn parse_host_suffix(s: &str) -> Result<String, String> {
-    let ok = s.len() > 1
-        && s.starts_with('.')
-        && s[1..]
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    if ok {
-        Ok(s.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "{s:?} is not a DNS suffix starting with a dot, like .proxy.example.com"
-        ))
     }
 }
