@@ -10,6 +10,8 @@ mod authn_config;
 mod claims;
 #[path = "../fuzz/src/clusters_file.rs"]
 mod clusters_file;
+#[path = "../fuzz/src/h2_guard.rs"]
+mod h2_guard;
 #[path = "../fuzz/src/headers.rs"]
 mod headers;
 #[path = "../fuzz/src/jws.rs"]
@@ -25,7 +27,7 @@ type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn every_fuzz_target_passes_its_seeds() {
-    let targets: [Target; 9] = [
+    let targets: [Target; 10] = [
         ("access_line", access_line::run),
         ("claims", claims::run),
         ("clusters_file", clusters_file::run),
@@ -35,6 +37,7 @@ fn every_fuzz_target_passes_its_seeds() {
         ("role_file", role_file::run),
         ("authn_config", authn_config::run),
         ("self_review", self_review::run),
+        ("h2_guard", h2_guard::run),
     ];
     let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     for (name, run) in targets {

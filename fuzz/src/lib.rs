@@ -12,3 +12,4 @@ pub mod clusters_file;
 pub mod access_line;
 pub mod headers;
 pub mod authn_config;
+pub mod h2_guard;

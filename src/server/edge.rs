@@ -532,6 +532,23 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for H2PathGuard<IO> {
     }
 }
 
+/// What h2 would read after the guard, for bytes a client sent (the connection preface
+/// included): the guard run to the end over a byte slice, read `chunk` bytes at a time. For the
+/// fuzz target and tests; a slice never makes a read wait.
+pub fn guarded(input: &[u8], chunk: usize) -> Vec<u8> {
+    let mut guard = H2PathGuard::new(input);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; chunk.max(1)];
+    loop {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut guard).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) if !rb.filled().is_empty() => out.extend_from_slice(rb.filled()),
+            _ => return out,
+        }
+    }
+}
+
 // ---- HPACK, only as far as finding `:path` needs
 
 /// An HPACK integer with an `n`-bit prefix at `b[*i]`.
