@@ -27,9 +27,9 @@ use super::{
 
 /// Posts of one event each under way at once. The Go proxy posted every event from its request,
 /// as many at once as requests; 4 (this proxy's first choice) dropped three events in four at
-/// 20,000 requests a second on 2 cores (bench/run, "Audit webhook on"), because each POST waits
-/// its turn on a busy machine. 32 keep up there; a slow webhook still sees at most 32
-/// connections while the queue fills.
+/// 15,000 requests a second on 2 saturated cores (bench/run, "Audit webhook on"), because each
+/// POST waits its turn on the busy machine; 32 drop under one in ten there (batched mode drops
+/// none). A slow webhook still sees at most 32 connections while the queue fills.
 pub const MAX_IN_FLIGHT: usize = 32;
 /// Posts under way at once in batched mode: each carries up to `--audit-webhook-batch-max`
 /// events, so a few keep up with any load.
