@@ -118,7 +118,7 @@ impl Proxy {
         memo: Option<&ConnMemo>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         // A path the HTTP/2 guard put in place of one too long to hold: a 414 for anyone.
-        if let Some(len) = crate::server::edge::uri_too_long(req.uri().path()) {
+        if let Some(len) = super::size::uri_too_long(req.uri().path()) {
             return Err(Refusal::UriTooLong(Some(len)));
         }
         // Before anything else, so an unauthenticated client learns nothing.

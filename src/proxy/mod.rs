@@ -13,6 +13,7 @@ pub mod refusal;
 pub mod request_body;
 pub mod request_id;
 pub mod route;
+pub mod size;
 pub mod status;
 pub mod upgrade;
 

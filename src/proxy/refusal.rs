@@ -26,7 +26,7 @@ pub enum Refusal {
     /// A request the proxy will not parse or serve as it is.
     BadRequest(String),
     /// A request target longer than the URI type holds (HTTP/2: its length, from the marker
-    /// path [`crate::server::edge`] put in its place).
+    /// path `crate::server::edge` put in its place).
     UriTooLong(Option<usize>),
     UnknownCluster(String),
     MethodNotAllowed(String),
@@ -82,7 +82,7 @@ impl Refusal {
             Refusal::UriTooLong(len) => status(
                 StatusCode::URI_TOO_LONG,
                 "BadRequest",
-                &crate::server::edge::uri_too_long_message(len),
+                &super::size::uri_too_long_message(len),
             ),
             Refusal::UnknownCluster(name) => status::unknown_cluster(&name),
             Refusal::MethodNotAllowed(method) => status(
