@@ -487,7 +487,10 @@ expect_ok   "the restored file grants the robot again" "web" ka "$CI" get pods -
 
 echo "== protocol edges: long URLs as kube-apiserver takes them, a clear 414 beyond the URI type's limit"
 k_h1() { GODEBUG=http2client=0 k "$@"; }
-sel56="x in ($(python3 -c 'print(",".join("v%05d" % i for i in range(7900)))'))"
+# 56 KB of selector in 900 values of 62 characters: about 58 KB once kubectl has escaped it
+# (each comma is %2C), within the 65,534 bytes the proxy takes. The 72 KB one, in short values,
+# is about 100 KB escaped.
+sel56="x in ($(python3 -c 'print(",".join("v%05d-%s" % (i, "a" * 56) for i in range(900)))'))"
 sel72="x in ($(python3 -c 'print(",".join("v%05d" % i for i in range(10300)))'))"
 expect_ok "a 56 KB label selector is served (kubectl, HTTP/2)" "No resources found" k ann k8s get cm -n dev -l "$sel56"
 expect_ok "a 56 KB label selector is served (kubectl, HTTP/1.1)" "No resources found" k_h1 ann k8s get cm -n dev -l "$sel56"
