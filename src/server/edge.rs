@@ -94,6 +94,9 @@ pub struct H1Answers<IO> {
     /// buffer to report as written.
     replacing: Option<(Vec<u8>, usize, usize)>,
     on_refusal: Option<OnRefusal>,
+    /// A `101 Switching Protocols` went out: what follows is the upgraded stream's own bytes
+    /// (exec, port-forward), never hyper's, and passes untouched whatever it looks like.
+    upgraded: bool,
 }
 
 impl<IO> H1Answers<IO> {
@@ -102,7 +105,22 @@ impl<IO> H1Answers<IO> {
             io,
             replacing: None,
             on_refusal: Some(on_refusal),
+            upgraded: false,
         }
+    }
+
+    /// Notes a `101` going out; true once the connection carries an upgraded stream.
+    fn note_upgrade(&mut self, buf: &[u8]) -> bool {
+        self.upgraded |= buf.starts_with(b"HTTP/1.1 101 ");
+        self.upgraded
+    }
+
+    /// The status of a bare answer of hyper's that `buf` (a whole write) is, to be replaced.
+    fn refusal_in(&mut self, buf: &[u8]) -> Option<u16> {
+        if self.note_upgrade(buf) {
+            return None;
+        }
+        bare_error(buf)
     }
 }
 
@@ -143,7 +161,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for H1Answers<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.replacing.is_none() {
-            match bare_error(buf) {
+            match this.refusal_in(buf) {
                 Some(code) => this.start_replacing(code, buf.len()),
                 None => return Pin::new(&mut this.io).poll_write(cx, buf),
             }
@@ -160,9 +178,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for H1Answers<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.replacing.is_none() {
-            let first = bufs.iter().find(|b| !b.is_empty());
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map(|b| &b[..])
+                .unwrap_or_default();
             let only = bufs.iter().filter(|b| !b.is_empty()).count() == 1;
-            match first.filter(|_| only).and_then(|b| bare_error(b)) {
+            // Several buffers are a head with its body, never one of hyper's bare answers.
+            let found = if only {
+                this.refusal_in(first)
+            } else {
+                this.note_upgrade(first);
+                None
+            };
+            match found {
                 Some(code) => {
                     let len = bufs.iter().map(|b| b.len()).sum();
                     this.start_replacing(code, len)

@@ -312,3 +312,24 @@ async fn h1_bare_answers_become_statuses_and_others_pass() {
         assert_eq!(reader.await.expect("reader"), resp.as_bytes());
     }
 }
+
+#[tokio::test]
+async fn after_a_101_the_stream_passes_whatever_it_looks_like() {
+    let (client, mut server) = tokio::io::duplex(64);
+    let mut w = H1Answers::new(client, Box::new(|_| panic!("not a refusal")));
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        server.read_to_end(&mut out).await.expect("read");
+        out
+    });
+    let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: SPDY/3.1\r\n\r\n";
+    // A container printing what looks like hyper's bare answer, through port-forward.
+    let forged = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+    w.write_all(head.as_bytes()).await.expect("write");
+    w.write_all(forged.as_bytes()).await.expect("write");
+    w.write_all(b"more").await.expect("write");
+    w.shutdown().await.expect("shutdown");
+    drop(w);
+    let out = reader.await.expect("reader");
+    assert_eq!(out, format!("{head}{forged}more").as_bytes());
+}
