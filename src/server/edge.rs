@@ -250,6 +250,8 @@ enum H2State {
         end_stream: bool,
         raw: BytesMut,
         fragments: BytesMut,
+        /// Inside a frame's payload (false: between the frames of the block).
+        reading: bool,
         /// Payload still to read of the frame being gathered, its length and flags.
         need: usize,
         len: usize,
@@ -311,6 +313,7 @@ impl<IO> H2PathGuard<IO> {
                             end_stream: flags & END_STREAM != 0,
                             raw,
                             fragments: BytesMut::new(),
+                            reading: true,
                             need: len,
                             len,
                             flags,
@@ -326,64 +329,50 @@ impl<IO> H2PathGuard<IO> {
                     end_stream,
                     raw,
                     fragments,
+                    reading,
                     need,
                     len,
                     flags,
                     kind,
                 } => {
+                    if !*reading {
+                        // Between the frames of a block: only a CONTINUATION of the same stream
+                        // may come (anything else is h2's to refuse).
+                        let Some(h) = self.input.get(..FRAME_HEADER) else {
+                            return;
+                        };
+                        let next = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                        let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                        if h[3] != CONTINUATION || id != *stream || next > MAX_FRAME {
+                            self.give_up();
+                            continue;
+                        }
+                        (*reading, *flags, *kind, *need, *len) = (true, h[4], CONTINUATION, next, next);
+                        raw.extend_from_slice(&self.input.split_to(FRAME_HEADER));
+                    }
+                    let n = (*need).min(self.input.len());
+                    raw.extend_from_slice(&self.input.split_to(n));
+                    *need -= n;
                     if *need > 0 {
-                        let n = (*need).min(self.input.len());
-                        if n == 0 {
-                            return;
-                        }
-                        raw.extend_from_slice(&self.input.split_to(n));
-                        *need -= n;
-                        if *need > 0 {
-                            return;
-                        }
-                        // The frame is whole: its fragment, without padding and priority.
-                        let payload = &raw[raw.len() - *len..];
-                        match fragment(payload, *flags, *kind) {
-                            Some(f) => fragments.extend_from_slice(f),
-                            None => return self.give_up(),
-                        }
-                        if *flags & END_HEADERS != 0 {
-                            let (stream, end_stream) = (*stream, *end_stream);
-                            let raw = std::mem::take(raw);
-                            let fragments = std::mem::take(fragments);
-                            self.state = H2State::Frame;
-                            self.finish_block(stream, end_stream, raw, &fragments);
-                        } else if raw.len() > MAX_BLOCK {
-                            return self.give_up();
-                        }
-                        continue;
-                    }
-                    // Between the frames of a block: only a CONTINUATION of the same stream may
-                    // come (anything else is h2's to refuse).
-                    let Some(h) = self.input.get(..FRAME_HEADER) else {
                         return;
-                    };
-                    let next = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-                    let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                    if h[3] != CONTINUATION || id != *stream || next > MAX_FRAME {
-                        self.give_up();
-                        continue;
                     }
-                    *flags = h[4];
-                    *kind = CONTINUATION;
-                    *need = next;
-                    *len = next;
-                    raw.extend_from_slice(&self.input.split_to(FRAME_HEADER));
-                    if next == 0 {
-                        // An empty CONTINUATION: handled as a whole frame right away.
-                        *need = 0;
-                        if *flags & END_HEADERS != 0 {
-                            let (stream, end_stream) = (*stream, *end_stream);
-                            let raw = std::mem::take(raw);
-                            let fragments = std::mem::take(fragments);
-                            self.state = H2State::Frame;
-                            self.finish_block(stream, end_stream, raw, &fragments);
+                    // The frame is whole: its fragment, without padding and priority.
+                    *reading = false;
+                    match fragment(&raw[raw.len() - *len..], *flags, *kind) {
+                        Some(f) => fragments.extend_from_slice(f),
+                        None => {
+                            self.give_up();
+                            continue;
                         }
+                    }
+                    if *flags & END_HEADERS != 0 {
+                        let (stream, end_stream) = (*stream, *end_stream);
+                        let raw = std::mem::take(raw);
+                        let fragments = std::mem::take(fragments);
+                        self.state = H2State::Frame;
+                        self.finish_block(stream, end_stream, raw, &fragments);
+                    } else if raw.len() > MAX_BLOCK {
+                        self.give_up();
                     }
                 }
             }
