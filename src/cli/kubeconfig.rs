@@ -99,18 +99,18 @@ pub fn render(a: &KubeconfigArgs) -> Result<String, String> {
         .and_then(|authority| authority.rsplit_once(':'))
         .map(|(_, p)| p)
         .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    let server = |c: &str| match &a.cluster_host_suffix {
+    // The proxy's own check of --cluster-host-suffix, so both accept the same suffixes.
+    let suffix = (a.cluster_host_suffix.as_deref())
+        .map(super::parse_host_suffix)
+        .transpose()
+        .map_err(|e| format!("--cluster-host-suffix {e}"))?;
+    let server = |c: &str| match &suffix {
         Some(suffix) => match port {
             Some(p) => format!("https://{c}{suffix}:{p}"),
             None => format!("https://{c}{suffix}"),
         },
         None => format!("{proxy}/{c}"),
     };
-    if let Some(suffix) = &a.cluster_host_suffix
-        && !suffix.starts_with('.')
-    {
-        return Err(format!("--cluster-host-suffix {suffix:?} must start with a dot"));
-    }
     let mut out = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
     for c in &clusters {
         out.push_str(&format!(

@@ -476,7 +476,7 @@ impl Args {
 }
 
 /// `--cluster-host-suffix`: a DNS suffix starting with a dot (`.proxy.example.com`).
-fn parse_host_suffix(s: &str) -> Result<String, String> {
+pub(crate) fn parse_host_suffix(s: &str) -> Result<String, String> {
     let ok = s.len() > 1
         && s.starts_with('.')
         && s[1..]
@@ -486,7 +486,7 @@ fn parse_host_suffix(s: &str) -> Result<String, String> {
         Ok(s.to_ascii_lowercase())
     } else {
         Err(format!(
-            "{s:?} is not a DNS suffix starting with a dot, like .proxy.example.com"
+            "{s:?} must start with a dot and be a DNS suffix, like .proxy.example.com"
         ))
     }
 }
