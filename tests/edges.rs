@@ -334,3 +334,58 @@ async fn clusters_by_host_name_and_by_path_at_once_never_disagreeing() {
     assert_eq!(conn.streams[&1].reset, None);
     assert_eq!(b.last().uri, "/prefix/api/v1/namespaces/kube-system/pods");
 }
+
+#[tokio::test]
+async fn a_host_name_never_widens_a_narrow_grant() {
+    // ann may use cluster a only. Naming b by host, or a by host and b by path, must neither
+    // reach b with the proxy's credentials nor be read as a request to a.
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    let a = apiserver().name("a").run().await;
+    let b = apiserver().name("b").run().await;
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .arg("--cluster-host-suffix=.proxy.test")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .cluster("b", &b, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let token = iss.token().groups(&["a:devops"]).sign();
+    let port = p.addr.port();
+    let ask = |host: String, path: &'static str| {
+        let (addr, tls, token) = (p.addr, p.tls(), token.clone());
+        async move {
+            let mut s = tls_connect(addr, tls).await.expect("connect");
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out)
+                .get(9..12)
+                .and_then(|c| c.parse::<u16>().ok())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(
+        ask(format!("b.proxy.test:{port}"), "/api/v1/namespaces/dev/pods").await,
+        403
+    );
+    assert_eq!(
+        ask(format!("a.proxy.test:{port}"), "/b/api/v1/namespaces/dev/pods").await,
+        400
+    );
+    assert_eq!(
+        ask(format!("b.proxy.test:{port}"), "/a/api/v1/namespaces/dev/pods").await,
+        400
+    );
+    assert!(
+        b.requests().iter().all(|r| !r.uri.contains("/pods")),
+        "nothing reached cluster b"
+    );
+    // The grant still works by host.
+    assert_eq!(
+        ask(format!("a.proxy.test:{port}"), "/api/v1/namespaces/dev/pods").await,
+        200
+    );
+}
