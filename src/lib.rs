@@ -14,6 +14,7 @@ pub mod management;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod text;
 pub mod tls;
 
 pub use app::{Running, StartError, start, start_with_sink};

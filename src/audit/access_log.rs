@@ -150,11 +150,16 @@ fn prefix(s: &mut String, now: OffsetDateTime, word: &str, client: &Client<'_>, 
     s.reserve(160 + client.uri.len());
     s.push('[');
     push_timestamp(s, now);
-    let _ = write!(s, "] {word} src:[{} / ", client.ip);
+    s.push_str("] ");
+    s.push_str(word);
+    s.push_str(" src:[");
+    crate::text::push_ip(s, client.ip);
+    s.push_str(" / ");
     if let Some(xff) = client.forwarded_for {
         if filter_xff {
             // As the Go proxy: the peer itself is not repeated in the forwarded-for part.
-            let ip = client.ip.to_string();
+            let mut ip = String::new();
+            crate::text::push_ip(&mut ip, client.ip);
             let kept = xff
                 .split(',')
                 .map(str::trim)
@@ -214,14 +219,23 @@ fn escape_into(s: &mut String, v: &str) {
     escape_with(s, v, b"")
 }
 
+/// The bytes written as they are: printable ASCII but for the separators of the line.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = !matches!(b as u8, b'[' | b']' | b' ' | b'|' | b'\\');
+        b += 1;
+    }
+    t
+};
+
 /// [`escape_into`], also escaping the ASCII bytes in `more` (`=` in extra keys).
 fn escape_with(s: &mut String, v: &str, more: &[u8]) {
     // Plain printable ASCII needs no per-character look; anything else (non-ASCII included)
     // takes the slow path, where only the characters listed above change.
-    let special = |b: u8| {
-        !(0x20..0x7f).contains(&b) || matches!(b, b'[' | b']' | b' ' | b'|' | b'\\') || more.contains(&b)
-    };
-    if !v.bytes().any(special) {
+    let special = |b: u8| !PLAIN[b as usize] || more.contains(&b);
+    if v.bytes().all(|b| PLAIN[b as usize]) && (more.is_empty() || !v.bytes().any(|b| more.contains(&b))) {
         s.push_str(v);
         return;
     }
