@@ -20,6 +20,8 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::constant_time;
+use secrecy::{ExposeSecret, SecretSlice};
 use tokio_util::sync::CancellationToken;
 
 use super::{Authenticator, AuthnError, TokenCache, User, cache, unix_now, unverified_issuer};
@@ -47,36 +49,42 @@ fn next_generation() -> u64 {
     GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The last token a connection presented (its digest, never the token) and whom it mapped to.
-/// kubectl and client-go send the same token on a connection again and again; with the memo
-/// those requests skip the shared cache, whose shard lock every worker takes for the same hot
-/// token. It obeys the cache's rules: the entry's expiry, and the issuer set it was made under.
+/// The last token a connection presented and whom it mapped to. kubectl and client-go send the
+/// same token on a connection again and again; with the memo those requests skip both the
+/// token's SHA-256 (the shared cache's key) and the cache's shard lock, which every worker takes
+/// for the same hot token. It obeys the cache's rules: the entry's expiry, and the issuer set it
+/// was made under. The token is held as a secret (zeroed when replaced or when the connection
+/// ends) and compared in constant time, so another user behind the same front proxy connection
+/// learns nothing from the time a comparison takes.
 #[derive(Default)]
 pub struct ConnMemo(std::sync::Mutex<Option<Memo>>);
 
+/// Longer tokens are not kept per connection (they still hit the shared cache).
+const MEMO_MAX_TOKEN: usize = 16 * 1024;
+
 struct Memo {
-    key: cache::Key,
+    token: SecretSlice<u8>,
     user: Arc<User>,
     expires: Instant,
     generation: u64,
 }
 
 impl ConnMemo {
-    fn get(&self, key: &cache::Key, generation: u64, now: Instant) -> Option<Arc<User>> {
+    fn get(&self, token: &str, generation: u64, now: Instant) -> Option<Arc<User>> {
         let memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match &*memo {
-            Some(m) if m.key == *key && m.generation == generation && m.expires > now => Some(m.user.clone()),
-            _ => None,
-        }
+        let m = memo.as_ref()?;
+        let same = constant_time::verify_slices_are_equal(m.token.expose_secret(), token.as_bytes()).is_ok();
+        (same && m.generation == generation && m.expires > now).then(|| m.user.clone())
     }
 
-    fn put(&self, key: cache::Key, user: Arc<User>, expires: Instant, generation: u64) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Memo {
-            key,
+    fn put(&self, token: &str, user: Arc<User>, expires: Instant, generation: u64) {
+        let memo = (token.len() <= MEMO_MAX_TOKEN).then(|| Memo {
+            token: SecretSlice::from(token.as_bytes().to_vec()),
             user,
             expires,
             generation,
         });
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = memo;
     }
 }
 
@@ -153,19 +161,19 @@ impl Issuers {
         memo: Option<&ConnMemo>,
     ) -> Result<Arc<User>, AuthnError> {
         let now = Instant::now();
-        let key = TokenCache::key(token);
         // The set (and its cache) this token is answered under, start to end.
         let set = self.set.load();
         if let Some(memo) = memo
-            && let Some(user) = memo.get(&key, set.generation, now)
+            && let Some(user) = memo.get(token, set.generation, now)
         {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(user);
         }
+        let key = TokenCache::key(token);
         if let Some((user, expires)) = set.cache.entry(&key, now) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             if let Some(memo) = memo {
-                memo.put(key, user.clone(), expires, set.generation);
+                memo.put(token, user.clone(), expires, set.generation);
             }
             return Ok(user);
         }
@@ -184,7 +192,7 @@ impl Issuers {
             && set.cache.enabled()
             && !remaining.is_zero()
         {
-            memo.put(key, user.clone(), now + remaining, set.generation);
+            memo.put(token, user.clone(), now + remaining, set.generation);
         }
         Ok(user)
     }
@@ -330,5 +338,55 @@ impl crate::metrics::AuthnCounters for Issuers {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::Arc,
+        time::{Duration, Instant},
+    };
+
+    use super::{ConnMemo, MEMO_MAX_TOKEN, User};
+
+    fn user(name: &str) -> Arc<User> {
+        Arc::new(User {
+            name: name.into(),
+            ..User::default()
+        })
+    }
+
+    #[test]
+    fn memo_answers_only_the_same_token_under_the_same_set_before_expiry() {
+        let memo = ConnMemo::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        memo.put("token-of-alice", user("alice"), later, 7);
+        assert_eq!(memo.get("token-of-alice", 7, now).unwrap().name, "alice");
+        // Another token of the same length, a prefix, a longer one: never alice.
+        assert!(memo.get("token-of-alicf", 7, now).is_none());
+        assert!(memo.get("token-of-alic", 7, now).is_none());
+        assert!(memo.get("token-of-alice2", 7, now).is_none());
+        // Another issuer set, or the entry's expiry reached.
+        assert!(memo.get("token-of-alice", 8, now).is_none());
+        assert!(memo.get("token-of-alice", 7, later).is_none());
+        // A new token replaces the old one.
+        memo.put("token-of-bob", user("bob"), later, 7);
+        assert!(memo.get("token-of-alice", 7, now).is_none());
+        assert_eq!(memo.get("token-of-bob", 7, now).unwrap().name, "bob");
+    }
+
+    #[test]
+    fn memo_does_not_keep_an_oversized_token() {
+        let memo = ConnMemo::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        memo.put("small", user("alice"), later, 1);
+        let big = "x".repeat(MEMO_MAX_TOKEN + 1);
+        memo.put(&big, user("bob"), later, 1);
+        assert!(memo.get(&big, 1, now).is_none());
+        // And the earlier token is gone too: the memo only ever holds the connection's last one.
+        assert!(memo.get("small", 1, now).is_none());
     }
 }
