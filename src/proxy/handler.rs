@@ -184,18 +184,16 @@ impl Proxy {
     fn context(&self, req: &Request<Incoming>, peer: SocketAddr) -> Ctx {
         let trusted = self.opts.trusted_proxies.contains(peer.ip());
         // An Audit-ID from a trusted front proxy ties its logs to ours; anyone else's is ignored.
-        let request_id = req
-            .headers()
-            .get("audit-id")
+        let request_id = (trusted.then(|| req.headers().get("audit-id")).flatten())
             .and_then(|v| v.to_str().ok())
-            .filter(|v| trusted && !v.is_empty() && v.len() <= 128)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
             .map(str::to_string)
             .unwrap_or_else(new_request_id);
         Ctx {
             peer,
             uri: req.uri().path_and_query().cloned(),
             // Anyone can write X-Forwarded-For: only a trusted proxy's reaches logs and audit.
-            forwarded_for: req.headers().get("x-forwarded-for").filter(|_| trusted).cloned(),
+            forwarded_for: (trusted.then(|| req.headers().get("x-forwarded-for")).flatten()).cloned(),
             request_id,
             started: Instant::now(),
             user: None,
