@@ -39,7 +39,8 @@ impl Builders {
             .timer(TokioTimer::new())
             // kube-apiserver's 1 MiB of request line and headers (Go adds 4 KiB of slack too).
             .max_buf_size(edge::MAX_HEAD_BYTES + 4096)
-            .max_headers(edge::MAX_H1_HEADERS)
+            // hyper's default of edge::MAX_H1_HEADERS (100) header fields is left unset: setting
+            // any limit, even that one, costs an initialised array of that size per request.
             .header_read_timeout((!opts.header_read_timeout.is_zero()).then_some(opts.header_read_timeout))
             .keep_alive(true);
         let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
