@@ -178,6 +178,12 @@ impl ClusterLabel {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The same label value, not only an equal one (a handle cache holding one keeps its
+    /// address from being reused).
+    pub(super) fn is(&self, other: &ClusterLabel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl From<Arc<str>> for ClusterLabel {

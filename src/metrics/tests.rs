@@ -384,3 +384,46 @@ async fn process_and_runtime_figures_are_read_at_scrape_time() {
     drop(tx);
     held.await.unwrap();
 }
+
+#[test]
+fn cached_handles_count_into_their_own_instance_and_cluster() {
+    // The proxy keeps one label per cluster and records through a per-thread handle cache:
+    // two instances (two proxies in one process) and many clusters must never mix.
+    let (a, b) = (Metrics::new(), Metrics::new());
+    let c1 = ClusterLabel::from("c1");
+    let others: Vec<ClusterLabel> = (0..CACHED_CLUSTERS + 5)
+        .map(|i| ClusterLabel::from(format!("x{i}").as_str()))
+        .collect();
+    for round in 0..3 {
+        a.request_done(Some(&c1), Verb::Get, 200, Decision::Allow, MS, 2 * MS);
+        b.request_done(Some(&c1), Verb::Get, 200, Decision::Allow, MS, 2 * MS);
+        b.request_done(Some(&c1), Verb::Get, 404, Decision::Allow, MS, 2 * MS);
+        // More clusters than a thread keeps: the cache starts over and still counts right.
+        for (i, other) in others.iter().enumerate() {
+            if i % 3 == round {
+                a.request_done(Some(other), Verb::List, 200, Decision::Allow, MS, MS);
+            }
+        }
+    }
+    let (out_a, out_b) = (a.render(&Sources::default()), b.render(&Sources::default()));
+    let get = |c: &str, class: &str| {
+        format!(
+            "kop_requests_total{{cluster=\"{c}\",verb=\"get\",code_class=\"{class}\",decision=\"allow\"}} 3"
+        )
+    };
+    has(&out_a, &get("c1", "2xx"));
+    has(&out_b, &get("c1", "2xx"));
+    has(&out_b, &get("c1", "4xx"));
+    assert!(!out_a.contains("code_class=\"4xx\""), "{out_a}");
+    has(
+        &out_b,
+        "kop_request_duration_seconds_count{cluster=\"c1\",phase=\"total\"} 6",
+    );
+    for (i, _) in others.iter().enumerate() {
+        let line = format!(
+            "kop_requests_total{{cluster=\"x{i}\",verb=\"list\",code_class=\"2xx\",decision=\"allow\"}} 1"
+        );
+        has(&out_a, &line);
+    }
+    assert!(!out_b.contains("cluster=\"x0\""), "{out_b}");
+}
