@@ -7,9 +7,13 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, RandomState},
+    hash::BuildHasher,
     sync::{Arc, Mutex},
 };
+
+/// User names come from verified tokens, not from whoever sends a request: a fast hasher with a
+/// per-process seed (foldhash) is enough, and SipHash cost two hashes of the name per request.
+type RandomState = foldhash::fast::RandomState;
 
 use crate::authz::request_info::RequestInfo;
 
@@ -41,7 +45,7 @@ struct Shared {
     short_max: u32,
     long_max: u32,
     hasher: RandomState,
-    shards: [Mutex<HashMap<Arc<str>, Counts>>; SHARDS],
+    shards: [Mutex<HashMap<Arc<str>, Counts, RandomState>>; SHARDS],
 }
 
 /// The limiter; cheap to clone. A limit of 0 means no limit.
@@ -71,8 +75,8 @@ impl UserLimits {
         UserLimits(Some(Arc::new(Shared {
             short_max,
             long_max,
-            hasher: RandomState::new(),
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hasher: RandomState::default(),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(RandomState::default()))),
         })))
     }
 
