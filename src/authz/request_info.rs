@@ -206,7 +206,17 @@ fn split_path(path: &str) -> Vec<&str> {
     if trimmed.is_empty() {
         return Vec::new();
     }
-    trimmed.split('/').collect()
+    // By bytes: `split('/')` searches each short segment with memchr, several times the work.
+    let mut segments = Vec::with_capacity(8);
+    let mut start = 0;
+    for (i, b) in trimmed.bytes().enumerate() {
+        if b == b'/' {
+            segments.push(&trimmed[start..i]);
+            start = i + 1;
+        }
+    }
+    segments.push(&trimmed[start..]);
+    segments
 }
 
 /// `k8s.io/apimachinery/pkg/api/validation/path.IsValidPathSegmentName` found nothing wrong.

@@ -101,7 +101,7 @@ pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, Rou
     }
     // A dot-segment could climb out of the server URL's path prefix (Rancher-style servers put
     // several clusters behind one host), so refuse them whatever their encoding.
-    if k8s_path.split('/').any(is_dot_segment) {
+    if segments(k8s_path).any(is_dot_segment) {
         return Err(RouteError::DotSegment);
     }
     // `x%2F..%2Fy` is one segment here but `x/../y` to a front end or API server that decodes
@@ -113,6 +113,22 @@ pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, Rou
         cluster,
         path: k8s_path,
         query,
+    })
+}
+
+/// The `/`-separated segments of `path`, found by bytes (`split('/')` searches each short
+/// segment with memchr).
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let ends = path
+        .bytes()
+        .enumerate()
+        .filter(|&(_, b)| b == b'/')
+        .map(|(i, _)| i);
+    ends.chain(std::iter::once(path.len())).map(move |end| {
+        let seg = &path[start..end];
+        start = end + 1;
+        seg
     })
 }
 
@@ -189,6 +205,13 @@ fn has_decoded_dot_segment(raw: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn segments_are_what_split_gives(path in "[a-z/.%]{0,24}") {
+            proptest::prop_assert_eq!(segments(&path).collect::<Vec<_>>(), path.split('/').collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn routes() {

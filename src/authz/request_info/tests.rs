@@ -340,3 +340,12 @@ fn arbitrary_inputs_parse_or_fail_cleanly() {
         }
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn path_segments_are_what_split_gives(path in "[a-z/]{0,24}") {
+        let trimmed = path.trim_matches('/');
+        let want: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
+        proptest::prop_assert_eq!(super::split_path(&path), want);
+    }
+}
