@@ -111,12 +111,14 @@ pub async fn serve(
             let edge_proxy = proxy.clone();
             // The connection's last token and its user (see `ConnMemo`).
             let memo = Arc::new(ConnMemo::default());
-            let svc = service_fn(move |req| {
-                let (proxy, memo) = (proxy.clone(), memo.clone());
-                async move { Ok::<_, Infallible>(proxy.handle_on(req, peer, Some(&memo)).await) }
-            });
             // Both protocols' edges answer what the libraries refuse (see `edge`).
             let result = if h2 {
+                // Each HTTP/2 stream's future is moved into a task of its own: boxed, the
+                // request's several KiB of state move once instead of at every hand-over.
+                let svc = service_fn(move |req| {
+                    let (proxy, memo) = (proxy.clone(), memo.clone());
+                    async move { Ok::<_, Infallible>(Box::pin(proxy.handle_on(req, peer, Some(&memo))).await) }
+                });
                 let io = edge::H2PathGuard::new(tls);
                 let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::select! {
@@ -124,6 +126,10 @@ pub async fn serve(
                     _ = hard.cancelled() => Ok(()),
                 }
             } else {
+                let svc = service_fn(move |req| {
+                    let (proxy, memo) = (proxy.clone(), memo.clone());
+                    async move { Ok::<_, Infallible>(proxy.handle_on(req, peer, Some(&memo)).await) }
+                });
                 let io = edge::H1Answers::new(tls, Box::new(move |code| edge_proxy.edge_refused(peer, code)));
                 let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::select! {
