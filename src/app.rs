@@ -516,6 +516,7 @@ fn start_audit(args: &Args, stats: &Arc<AuditStats>) -> Result<Option<AuditHandl
     cfg.bearer_token_file = args.audit_webhook_token_file.clone();
     cfg.queue_size = args.audit_webhook_queue_size;
     cfg.batch_max = usize::try_from(args.audit_webhook_batch_max).unwrap_or(1);
+    cfg.batch_wait = args.audit_webhook_batch_max_wait;
     let (handle, _task) = AuditSender::start(cfg, stats.clone())?;
     Ok(Some(handle))
 }

@@ -20,7 +20,9 @@ pub use event::{
     AuditDecision, AuditEvent, OMITTED_CREDENTIALS, OMITTED_NOT_JSON, OMITTED_TOO_LARGE, carries_credentials,
     is_json_content_type, omitted_body, precheck_body, request_body_field,
 };
-pub use sender::{AuditHandle, AuditSender, AuditStats, MAX_BATCH, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BATCHED};
+pub use sender::{
+    AuditHandle, AuditSender, AuditStats, MAX_BATCH, MAX_BATCH_WAIT, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BATCHED,
+};
 
 /// Appended to the configured base URL, as the Go proxy did.
 pub const WEBHOOK_PATH: &str = "/api/v1/k8s-audit-log/webhook";
@@ -52,6 +54,11 @@ pub struct WebhookConfig {
     /// did. Above 1, every POST carries a JSON array of 1 to `batch_max` events: whatever is
     /// queued when a delivery slot frees up, so a batch never waits for more events to arrive.
     pub batch_max: usize,
+    /// With `batch_max` above 1: how long a batch that is not full may wait for more events
+    /// before it is posted (kube-apiserver's `--audit-webhook-batch-max-wait`). Zero (the
+    /// default): a batch is what is queued and never waits. Each POST costs the proxy about as
+    /// much as the request it records, so a short wait cuts its audit cost under steady load.
+    pub batch_wait: Duration,
 }
 
 impl WebhookConfig {
@@ -73,6 +80,7 @@ impl WebhookConfig {
             max_retries: 5,
             initial_backoff: Duration::from_millis(200),
             batch_max: 1,
+            batch_wait: Duration::ZERO,
         }
     }
 }

@@ -296,9 +296,15 @@ pub struct Args {
 
     /// Events per POST to the audit webhook. 1: each event is one JSON object, as the Go proxy
     /// sent it. Above 1: each POST is a JSON array of up to this many events (whatever is queued
-    /// when a delivery slot frees; a batch never waits), for receivers that accept arrays.
+    /// when a delivery slot frees, and what comes within --audit-webhook-batch-max-wait), for
+    /// receivers that accept arrays.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024), help_heading = "Audit")]
     pub audit_webhook_batch_max: u64,
+
+    /// With --audit-webhook-batch-max above 1: how long a batch that is not full may wait for
+    /// more events before it is posted (at most 10s). 0s: a batch is what is queued.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, help_heading = "Audit")]
+    pub audit_webhook_batch_max_wait: std::time::Duration,
 
     /// Largest JSON request body copied into an audit event (larger ones are marked omitted).
     #[arg(long, default_value_t = 16384, help_heading = "Audit")]

@@ -34,6 +34,10 @@ pub const MAX_IN_FLIGHT: usize = 32;
 /// Posts under way at once in batched mode: each carries up to `--audit-webhook-batch-max`
 /// events, so a few keep up with any load.
 pub const MAX_IN_FLIGHT_BATCHED: usize = 4;
+/// Longest `--audit-webhook-batch-max-wait`: events are evidence, and one held longer is one a
+/// crash could lose.
+pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(10);
+
 /// Largest `--audit-webhook-batch-max`: with 16 KiB request bodies, about 17 MiB per POST.
 pub const MAX_BATCH: usize = 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -101,6 +105,17 @@ impl AuditSender {
                 "the batch size must be between 1 and {MAX_BATCH}"
             )));
         }
+        if !cfg.batch_wait.is_zero() && cfg.batch_max == 1 {
+            return Err(AuditError::Config(
+                "a batch wait needs a batch size above 1 (--audit-webhook-batch-max)".into(),
+            ));
+        }
+        if cfg.batch_wait > MAX_BATCH_WAIT {
+            return Err(AuditError::Config(format!(
+                "the batch wait must be at most {}s",
+                MAX_BATCH_WAIT.as_secs()
+            )));
+        }
         if cfg.timeout.is_zero() {
             return Err(AuditError::Config("the timeout must be positive".into()));
         }
@@ -125,6 +140,7 @@ impl AuditSender {
             initial_backoff: cfg.initial_backoff,
             batched: cfg.batch_max > 1,
             batch_max: cfg.batch_max,
+            batch_wait: cfg.batch_wait,
             in_flight: if cfg.batch_max > 1 {
                 MAX_IN_FLIGHT_BATCHED
             } else {
@@ -234,6 +250,7 @@ struct Policy {
     /// POST a JSON array (`--audit-webhook-batch-max` above 1) rather than one object.
     batched: bool,
     batch_max: usize,
+    batch_wait: Duration,
     in_flight: usize,
 }
 
@@ -271,13 +288,28 @@ async fn run(mut rx: mpsc::Receiver<AuditEvent>, policy: Arc<Policy>, shared: Ar
             Some(done) = inflight.join_next(), if !inflight.is_empty() => log_panic(done),
             ev = rx.recv(), if inflight.len() < policy.in_flight => match ev {
                 Some(ev) => {
-                    // A batch is what is already queued: it never waits for more events.
+                    // A batch is what is already queued, and what arrives within the batch wait.
                     let mut events = Vec::with_capacity(if policy.batched { 8 } else { 1 });
                     events.push(ev);
-                    while events.len() < policy.batch_max {
-                        match rx.try_recv() {
-                            Ok(ev) => events.push(ev),
-                            Err(_) => break,
+                    take_queued(&mut rx, &mut events, policy.batch_max);
+                    if events.len() < policy.batch_max && !policy.batch_wait.is_zero() && !closing {
+                        let deadline = tokio::time::Instant::now() + policy.batch_wait;
+                        while events.len() < policy.batch_max {
+                            tokio::select! {
+                                biased;
+                                // Shutdown does not wait: what is in hand is delivered (or, on
+                                // abort, settled as dropped) by the loop above.
+                                _ = shared.abort.cancelled() => break,
+                                _ = shared.closing.cancelled() => break,
+                                _ = tokio::time::sleep_until(deadline) => break,
+                                ev = rx.recv() => match ev {
+                                    Some(ev) => {
+                                        events.push(ev);
+                                        take_queued(&mut rx, &mut events, policy.batch_max);
+                                    }
+                                    None => break,
+                                },
+                            }
                         }
                     }
                     let n = events.len() as u64;
@@ -311,6 +343,16 @@ async fn run(mut rx: mpsc::Receiver<AuditEvent>, policy: Arc<Policy>, shared: Ar
     // Each aborted delivery settles itself as dropped when its future is dropped.
     inflight.abort_all();
     while inflight.join_next().await.is_some() {}
+}
+
+/// Moves what is queued into `events`, up to `max` in all.
+fn take_queued(rx: &mut mpsc::Receiver<AuditEvent>, events: &mut Vec<AuditEvent>, max: usize) {
+    while events.len() < max {
+        match rx.try_recv() {
+            Ok(ev) => events.push(ev),
+            Err(_) => break,
+        }
+    }
 }
 
 fn log_panic(done: Result<(), tokio::task::JoinError>) {

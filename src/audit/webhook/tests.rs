@@ -472,6 +472,15 @@ async fn start_rejects_bad_configs() {
             batch_max: MAX_BATCH + 1,
             ..base.clone()
         },
+        WebhookConfig {
+            batch_wait: Duration::from_millis(10),
+            ..base.clone()
+        },
+        WebhookConfig {
+            batch_max: 8,
+            batch_wait: MAX_BATCH_WAIT + Duration::from_millis(1),
+            ..base.clone()
+        },
         WebhookConfig::new("ftp://siem.example"),
         WebhookConfig::new("not a url"),
         WebhookConfig {
@@ -603,4 +612,53 @@ async fn one_event_per_post_stays_a_json_object_by_default() {
     let posts = rx.delivered();
     assert_eq!(posts.len(), 5);
     assert!(posts.iter().all(|p| p.body.is_object()));
+}
+
+#[tokio::test]
+async fn a_batch_waits_for_more_events_up_to_the_batch_wait_but_never_past_full_or_shutdown() {
+    let rx = Receiver::start().await;
+    let stats = Arc::new(AuditStats::default());
+    let mut cfg = rx.config();
+    cfg.batch_max = 8;
+    cfg.batch_wait = Duration::from_millis(400);
+    let (handle, task) = AuditSender::start(cfg, stats.clone()).expect("start");
+    // Five events 20 ms apart leave together, once the wait is over.
+    let started = Instant::now();
+    for n in 0..5 {
+        handle.send(event(n));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until("the first batch", || load(&stats.sent) == 5).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    let posts = rx.delivered();
+    assert_eq!(posts.len(), 1, "one POST");
+    assert_eq!(posts[0].body.as_array().map(Vec::len), Some(5));
+    // A full batch does not wait.
+    let started = Instant::now();
+    for n in 10..18 {
+        handle.send(event(n));
+    }
+    wait_until("the full batch", || load(&stats.sent) == 13).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nor does shutdown: the batch in hand goes at once.
+    handle.send(event(30));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    assert_eq!(handle.shutdown(Duration::from_secs(10)).await, 0);
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    task.await.expect("sender task ends");
+    assert_eq!(load(&stats.sent), 14);
+    assert_eq!(rx.delivered().len(), 3);
 }
