@@ -229,7 +229,8 @@ if get("get.cpu10k", "kopaudit") is not None:
         "",
         "**kop + audit** posts one JSON event per request (as the Go proxy did) to a sink (a second",
         "`bench-upstream` process: TLS, keep-alive, reads each POST, answers 200); **kop + audit, batched**",
-        "adds `--audit-webhook-batch-max 64` (a JSON array of what is queued per POST). Same load, same run.",
+        "adds `--audit-webhook-batch-max 64 --audit-webhook-batch-max-wait 10ms` (a JSON array per POST, "
+        "waiting up to 10 ms to fill). Same load, same run.",
         "",
         "| workload | metric | pass-through | kop | kop + audit | kop + audit, batched | kop ÷ pass | audit ÷ pass | batched ÷ pass | audit ÷ kop | batched ÷ kop | target |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
