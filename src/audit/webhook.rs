@@ -17,8 +17,9 @@ mod tests;
 use std::{path::PathBuf, time::Duration};
 
 pub use event::{
-    AuditDecision, AuditEvent, OMITTED_CREDENTIALS, OMITTED_NOT_JSON, OMITTED_TOO_LARGE, carries_credentials,
-    is_json_content_type, omitted_body, precheck_body, request_body_field,
+    AuditDecision, AuditEvent, AuditEventView, OMITTED_CREDENTIALS, OMITTED_NOT_JSON, OMITTED_TOO_LARGE,
+    carries_credentials, is_json_content_type, omitted_body, precheck_body, request_body_field,
+    timestamp_now,
 };
 pub use sender::{
     AuditHandle, AuditSender, AuditStats, MAX_BATCH, MAX_BATCH_WAIT, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BATCHED,

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     audit::{
         access_log::{self, Client, Extra, Format, Sink},
-        webhook::{AuditDecision, AuditEvent, AuditHandle},
+        webhook::{AuditDecision, AuditEventView, AuditHandle, timestamp_now},
     },
     authn::User,
     authz::request_info::RequestInfo,
@@ -226,14 +226,22 @@ impl Recorder {
         if !info.is_resource_request {
             return;
         }
-        let mut event = AuditEvent::new(cluster.as_str(), user, info, decision, &ctx.request_id);
+        let timestamp = timestamp_now();
+        let mut event = AuditEventView::new(
+            cluster.as_str(),
+            user,
+            info,
+            decision,
+            &ctx.request_id,
+            &timestamp,
+        );
         if let Some(original) = &ctx.impersonator {
             event = event.impersonated_by(original);
         }
-        if let Some(b) = body {
-            event = event.with_body(b);
+        if let Some((value, omitted)) = &body {
+            event = event.with_body(value, *omitted);
         }
-        audit.send(event);
+        audit.send_view(&event);
     }
 }
 

@@ -149,6 +149,118 @@ impl AuditEvent {
     }
 }
 
+/// The same event as [`AuditEvent`], borrowed from the request: the proxy serialises it once, at
+/// request time, into the bytes the sender queues, instead of copying every field into an owned
+/// event (about 20 allocations) and serialising that later. Field for field the same JSON (a test
+/// holds the two together).
+#[derive(Serialize)]
+pub struct AuditEventView<'a> {
+    cluster_name: &'a str,
+    email: &'a str,
+    uid: &'a str,
+    groups: TokenGroups<'a>,
+    extra: &'a BTreeMap<String, Vec<String>>,
+    is_resource_request: bool,
+    request_path: &'a str,
+    verb: &'a str,
+    api_prefix: &'a str,
+    api_group: &'a str,
+    api_version: &'a str,
+    namespace: &'a str,
+    resource: &'a str,
+    sub_resource: &'a str,
+    name: &'a str,
+    parts: &'a [crate::authz::request_info::ShortStr],
+    field_selector: &'a str,
+    label_selector: &'a str,
+    request_body: &'a Value,
+    decision: AuditDecision,
+    request_id: &'a str,
+    timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_body_omitted: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impersonated_by: Option<ImpersonatorView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ImpersonatorView<'a> {
+    email: &'a str,
+    uid: &'a str,
+    groups: TokenGroups<'a>,
+}
+
+/// A user's groups as the token gave them (see [`User::token_groups`]).
+struct TokenGroups<'a>(&'a User);
+
+impl Serialize for TokenGroups<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.token_groups())
+    }
+}
+
+static EMPTY_OBJECT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(empty_object);
+
+impl<'a> AuditEventView<'a> {
+    pub fn new(
+        cluster: &'a str,
+        user: &'a User,
+        info: &'a RequestInfo,
+        decision: AuditDecision,
+        request_id: &'a str,
+        timestamp: &'a str,
+    ) -> Self {
+        AuditEventView {
+            cluster_name: cluster,
+            email: &user.name,
+            uid: &user.uid,
+            groups: TokenGroups(user),
+            extra: &user.extra,
+            is_resource_request: info.is_resource_request,
+            request_path: &info.path,
+            verb: info.verb.as_str(),
+            api_prefix: info.api_prefix.as_str(),
+            api_group: info.api_group.as_str(),
+            api_version: info.api_version.as_str(),
+            namespace: info.namespace.as_str(),
+            resource: info.resource.as_str(),
+            sub_resource: info.subresource.as_str(),
+            name: info.name.as_str(),
+            parts: &info.parts,
+            field_selector: info.field_selector.as_str(),
+            label_selector: info.label_selector.as_str(),
+            request_body: &EMPTY_OBJECT,
+            decision,
+            request_id,
+            timestamp,
+            request_body_omitted: None,
+            impersonated_by: None,
+        }
+    }
+
+    /// Records the person who acted as the event's user.
+    pub fn impersonated_by(mut self, original: &'a User) -> Self {
+        self.impersonated_by = Some(ImpersonatorView {
+            email: &original.name,
+            uid: &original.uid,
+            groups: TokenGroups(original),
+        });
+        self
+    }
+
+    /// Sets the body from what [`request_body_field`] (or [`omitted_body`]) returned.
+    pub fn with_body(mut self, body: &'a Value, omitted: Option<&'static str>) -> Self {
+        self.request_body = body;
+        self.request_body_omitted = omitted;
+        self
+    }
+}
+
+/// Now, as the events' `timestamp` field writes it.
+pub fn timestamp_now() -> String {
+    rfc3339_now()
+}
+
 /// `application/json`, or any `application/...+json` (the Kubernetes patch types), parameters
 /// ignored. `application/apply-patch+yaml` and protobuf are not JSON.
 pub fn is_json_content_type(content_type: Option<&str>) -> bool {
@@ -392,5 +504,52 @@ mod tests {
         assert_eq!(v["decision"], "deny");
         assert_eq!(v["request_body_omitted"], "too-large");
         assert_eq!(v["request_body"], json!({}));
+    }
+
+    #[test]
+    fn the_borrowed_view_writes_the_same_json_as_the_event() {
+        let user = User {
+            name: "alice@example.com".into(),
+            uid: "u-1".into(),
+            groups: vec!["oidc:dev\"ops".into(), "system:authenticated".into()],
+            extra: BTreeMap::from([("acr".to_string(), vec!["mfa".to_string(), "x\ny".to_string()])]),
+        };
+        let boss = User {
+            name: "boss".into(),
+            groups: vec!["admins".into()],
+            ..User::default()
+        };
+        let infos = [
+            RequestInfo::parse("GET", "/api/v1/namespaces/dev/pods/p1/log", None, false).unwrap(),
+            RequestInfo::parse(
+                "GET",
+                "/apis/apps/v1/deployments",
+                Some("labelSelector=a%3Db&fieldSelector=x"),
+                false,
+            )
+            .unwrap(),
+            RequestInfo::parse("POST", "/api/v1/namespaces/d%C3%A9v/configmaps", None, false).unwrap(),
+        ];
+        let body = json!({"kind": "ConfigMap", "data": {"k": "v\u{1}"}});
+        for info in &infos {
+            for (with_body, as_someone) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut event = AuditEvent::new("c1", &user, info, AuditDecision::Allow, "req-1");
+                let stamp = event.timestamp.clone();
+                let mut view = AuditEventView::new("c1", &user, info, AuditDecision::Allow, "req-1", &stamp);
+                if with_body {
+                    event = event.with_body((body.clone(), Some(OMITTED_TOO_LARGE)));
+                    view = view.with_body(&body, Some(OMITTED_TOO_LARGE));
+                }
+                if as_someone {
+                    event = event.impersonated_by(&boss);
+                    view = view.impersonated_by(&boss);
+                }
+                let (a, b) = (
+                    serde_json::to_string(&event).unwrap(),
+                    serde_json::to_string(&view).unwrap(),
+                );
+                assert_eq!(a, b, "{} body={with_body} impersonated={as_someone}", info.path);
+            }
+        }
     }
 }

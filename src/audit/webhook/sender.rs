@@ -21,7 +21,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AuditError, AuditEvent, WebhookConfig,
+    AuditError, AuditEvent, AuditEventView, WebhookConfig,
     client::{Outcome, WebhookClient},
 };
 
@@ -155,7 +155,8 @@ impl AuditSender {
 /// The request side: cheap to clone, and [`AuditHandle::send`] never waits.
 #[derive(Clone)]
 pub struct AuditHandle {
-    tx: mpsc::Sender<AuditEvent>,
+    /// Events serialised at request time: one JSON object each.
+    tx: mpsc::Sender<Bytes>,
     shared: Arc<Shared>,
 }
 
@@ -164,6 +165,31 @@ impl AuditHandle {
     /// down) or closed, the event is counted as dropped and a warning is logged at most every
     /// ten seconds.
     pub fn send(&self, ev: AuditEvent) {
+        match serde_json::to_vec(&ev) {
+            Ok(json) => self.send_json(Bytes::from(json)),
+            Err(e) => self.refuse(format_args!("cannot serialize the event: {e}")),
+        }
+    }
+
+    /// Queues the event `view` shows, serialised now (the request path's form: nothing is
+    /// copied into an owned event first).
+    pub fn send_view(&self, view: &AuditEventView<'_>) {
+        let mut json = Vec::with_capacity(1024);
+        match serde_json::to_writer(&mut json, view) {
+            Ok(()) => self.send_json(Bytes::from(json)),
+            Err(e) => self.refuse(format_args!("cannot serialize the event: {e}")),
+        }
+    }
+
+    /// An event that cannot be queued at all: counted as dropped.
+    fn refuse(&self, why: std::fmt::Arguments<'_>) {
+        let dropped = self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.shared.drop_warn.allow() {
+            tracing::warn!(dropped_total = dropped, "audit event dropped: {why}");
+        }
+    }
+
+    fn send_json(&self, ev: Bytes) {
         let stats = &self.shared.stats;
         // Counted before the event becomes visible to the sender, so the gauge never dips below 0.
         stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +298,7 @@ fn backoff(initial: Duration, retry: u32, retry_after: Option<Duration>) -> Dura
     retry_after.map_or(exp, |ra| ra.clamp(exp, cap))
 }
 
-async fn run(mut rx: mpsc::Receiver<AuditEvent>, policy: Arc<Policy>, shared: Arc<Shared>) {
+async fn run(mut rx: mpsc::Receiver<Bytes>, policy: Arc<Policy>, shared: Arc<Shared>) {
     let _finished = shared.finished.clone().drop_guard();
     let mut inflight: JoinSet<()> = JoinSet::new();
     let mut closing = false;
@@ -346,7 +372,7 @@ async fn run(mut rx: mpsc::Receiver<AuditEvent>, policy: Arc<Policy>, shared: Ar
 }
 
 /// Moves what is queued into `events`, up to `max` in all.
-fn take_queued(rx: &mut mpsc::Receiver<AuditEvent>, events: &mut Vec<AuditEvent>, max: usize) {
+fn take_queued(rx: &mut mpsc::Receiver<Bytes>, events: &mut Vec<Bytes>, max: usize) {
     while events.len() < max {
         match rx.try_recv() {
             Ok(ev) => events.push(ev),
@@ -395,18 +421,28 @@ impl Drop for Settle {
     }
 }
 
-/// The body of one POST: the event as an object, or in batched mode the events as an array.
-fn serialize(events: &[AuditEvent], batched: bool) -> serde_json::Result<Bytes> {
-    // Most events are well under 1 KiB; one allocation per POST in the common case.
-    let mut out = Vec::with_capacity(1024 * events.len());
+/// The body of one POST: the event as an object, or in batched mode the events as an array
+/// (each event is one serialised JSON object already).
+fn serialize(events: &[Bytes], batched: bool) -> serde_json::Result<Bytes> {
     match events {
-        [ev] if !batched => serde_json::to_writer(&mut out, ev)?,
-        _ => serde_json::to_writer(&mut out, events)?,
+        [ev] if !batched => Ok(ev.clone()),
+        _ => {
+            let len = events.iter().map(Bytes::len).sum::<usize>() + events.len() + 1;
+            let mut out = Vec::with_capacity(len);
+            out.push(b'[');
+            for (i, ev) in events.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(ev);
+            }
+            out.push(b']');
+            Ok(Bytes::from(out))
+        }
     }
-    Ok(Bytes::from(out))
 }
 
-async fn deliver(events: Vec<AuditEvent>, policy: Arc<Policy>, settle: Settle) {
+async fn deliver(events: Vec<Bytes>, policy: Arc<Policy>, settle: Settle) {
     let body = match serialize(&events, policy.batched) {
         Ok(body) => body,
         Err(e) => return settle.failed(format_args!("cannot serialize the event: {e}")),
