@@ -93,6 +93,9 @@ pub struct Impersonator {
     pub groups: Vec<String>,
 }
 
+/// The owned builder: tests build events with it, and hold [`AuditEventView`] to its JSON. The
+/// proxy itself builds only the view.
+#[cfg(test)]
 impl AuditEvent {
     /// The event for a request to `cluster`, stamped now, with an empty body; add the body with
     /// [`AuditEvent::with_body`].
@@ -125,7 +128,7 @@ impl AuditEvent {
             request_body: empty_object(),
             decision,
             request_id: request_id.to_string(),
-            timestamp: rfc3339_now(),
+            timestamp: timestamp_now(),
             request_body_omitted: None,
             impersonated_by: None,
         }
@@ -256,11 +259,6 @@ impl<'a> AuditEventView<'a> {
     }
 }
 
-/// Now, as the events' `timestamp` field writes it.
-pub fn timestamp_now() -> String {
-    rfc3339_now()
-}
-
 /// `application/json`, or any `application/...+json` (the Kubernetes patch types), parameters
 /// ignored. `application/apply-patch+yaml` and protobuf are not JSON.
 pub fn is_json_content_type(content_type: Option<&str>) -> bool {
@@ -329,7 +327,8 @@ fn empty_object() -> Value {
     Value::Object(Map::new())
 }
 
-fn rfc3339_now() -> String {
+/// Now, as the events' `timestamp` field writes it.
+pub fn timestamp_now() -> String {
     OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
