@@ -553,6 +553,29 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_header_alone_is_removed_both_ways() {
+        // The removal only runs when a walk over the names finds one: each name must be found
+        // on its own, with no Connection header to trigger it (Proxy-Authorization above all,
+        // a credential that must never reach the cluster).
+        for name in HOP_BY_HOP {
+            let mut req = map(&[(name, "x"), ("x-keep", "1")]);
+            clean_request(&mut req, false, &IdentityHeaders::default());
+            assert_eq!(
+                req.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+                ["x-keep"],
+                "{name}"
+            );
+            let mut resp = map(&[(name, "x"), ("x-keep", "1")]);
+            clean_response(&mut resp, false);
+            assert_eq!(
+                resp.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+                ["x-keep"],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn upgrades_keep_their_headers() {
         let mut h = map(&[
             ("connection", "Upgrade"),
