@@ -10,7 +10,7 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::authn::User;
+use crate::{authn::User, text::put_digits};
 
 /// Where access lines go: stdout through [`super::line_writer::BufferedWriter`] in production,
 /// a buffer in tests. `line` gets one whole line, newline included.
@@ -192,23 +192,14 @@ fn push_timestamp(s: &mut String, now: OffsetDateTime) {
         s.push_str("0000-00-00T00:00:00+0000");
         return;
     }
-    let digits = |s: &mut String, v: u32, width: u32| {
-        for i in (0..width).rev() {
-            s.push(char::from(b'0' + (v / 10u32.pow(i) % 10) as u8));
-        }
-    };
-    digits(s, year as u32, 4);
-    s.push('-');
-    digits(s, u8::from(t.month()) as u32, 2);
-    s.push('-');
-    digits(s, t.day() as u32, 2);
-    s.push('T');
-    digits(s, t.hour() as u32, 2);
-    s.push(':');
-    digits(s, t.minute() as u32, 2);
-    s.push(':');
-    digits(s, t.second() as u32, 2);
-    s.push_str("+0000");
+    let mut b = *b"0000-00-00T00:00:00+0000";
+    put_digits(&mut b[0..4], year as u32);
+    put_digits(&mut b[5..7], u32::from(u8::from(t.month())));
+    put_digits(&mut b[8..10], u32::from(t.day()));
+    put_digits(&mut b[11..13], u32::from(t.hour()));
+    put_digits(&mut b[14..16], u32::from(t.minute()));
+    put_digits(&mut b[17..19], u32::from(t.second()));
+    s.push_str(std::str::from_utf8(&b).unwrap_or("0000-00-00T00:00:00+0000"));
 }
 
 /// Escapes what could forge a line or shift its fields: control characters (C0, DEL, C1),
