@@ -8,14 +8,17 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use tokio::{
-    sync::mpsc::{self, error::TrySendError},
+    sync::{
+        Notify,
+        mpsc::{self, error::TrySendError},
+    },
     task::{JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
@@ -132,6 +135,13 @@ impl AuditSender {
             finished: CancellationToken::new(),
             drop_warn: RateLimit::new(WARN_INTERVAL),
             fail_warn: RateLimit::new(WARN_INTERVAL),
+            full_at: if cfg.batch_wait.is_zero() {
+                0
+            } else {
+                cfg.batch_max
+            },
+            unbatched: AtomicUsize::new(0),
+            full: Notify::new(),
         });
         let policy = Arc::new(Policy {
             client,
@@ -177,13 +187,12 @@ impl AuditHandle {
     /// copied into an owned event first).
     pub fn send_view(&self, view: &AuditEventView<'_>) {
         let mut json = Vec::with_capacity(1024);
-        match serde_json::to_writer(&mut json, view) {
-            Ok(()) => self.send_json(Bytes::from(json)),
-            Err(e) => self.refuse(format_args!("cannot serialize the event: {e}")),
-        }
+        view.write_json(&mut json);
+        self.send_json(Bytes::from(json));
     }
 
     /// An event that cannot be queued at all: counted as dropped.
+    #[cfg(test)]
     fn refuse(&self, why: std::fmt::Arguments<'_>) {
         let dropped = self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.shared.drop_warn.allow() {
@@ -196,7 +205,16 @@ impl AuditHandle {
         // Counted before the event becomes visible to the sender, so the gauge never dips below 0.
         stats.queued.fetch_add(1, Ordering::Relaxed);
         self.shared.pending.fetch_add(1, Ordering::Relaxed);
+        let full_at = self.shared.full_at;
+        if full_at > 0 && self.shared.unbatched.fetch_add(1, Ordering::Relaxed) + 1 == full_at {
+            // Ahead of the send, so the sender never takes the event before it is counted; a
+            // refused send below leaves at worst one early wakeup.
+            self.shared.full.notify_one();
+        }
         if let Err(e) = self.tx.try_send(ev) {
+            if full_at > 0 {
+                self.shared.unbatched.fetch_sub(1, Ordering::Relaxed);
+            }
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.pending.fetch_sub(1, Ordering::Relaxed);
             let dropped = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -256,6 +274,14 @@ struct Shared {
     finished: CancellationToken,
     drop_warn: RateLimit,
     fail_warn: RateLimit,
+    /// With a batch wait: the batch size, at which `full` wakes the waiting sender; else 0.
+    full_at: usize,
+    /// With a batch wait: events queued and not yet in a POST (in the channel or in the batch
+    /// being gathered).
+    unbatched: AtomicUsize,
+    /// Notified when `unbatched` reaches `full_at`: the sender waits on this and the clock, not
+    /// on every event (one wakeup per batch instead of one per event).
+    full: Notify,
 }
 
 impl Shared {
@@ -321,7 +347,9 @@ async fn run(mut rx: mpsc::Receiver<Bytes>, policy: Arc<Policy>, shared: Arc<Sha
                     events.push(ev);
                     take_queued(&mut rx, &mut events, policy.batch_max);
                     if events.len() < policy.batch_max && !policy.batch_wait.is_zero() && !closing {
-                        let deadline = tokio::time::Instant::now() + policy.batch_wait;
+                        // Woken when the batch is full or the wait is over, not by each event.
+                        let wait = tokio::time::sleep(policy.batch_wait);
+                        tokio::pin!(wait);
                         while events.len() < policy.batch_max {
                             tokio::select! {
                                 biased;
@@ -329,19 +357,21 @@ async fn run(mut rx: mpsc::Receiver<Bytes>, policy: Arc<Policy>, shared: Arc<Sha
                                 // abort, settled as dropped) by the loop above.
                                 _ = shared.abort.cancelled() => break,
                                 _ = shared.closing.cancelled() => break,
-                                _ = tokio::time::sleep_until(deadline) => break,
-                                ev = rx.recv() => match ev {
-                                    Some(ev) => {
-                                        events.push(ev);
-                                        take_queued(&mut rx, &mut events, policy.batch_max);
-                                    }
-                                    None => break,
-                                },
+                                _ = &mut wait => {
+                                    take_queued(&mut rx, &mut events, policy.batch_max);
+                                    break;
+                                }
+                                _ = shared.full.notified() => {
+                                    take_queued(&mut rx, &mut events, policy.batch_max);
+                                }
                             }
                         }
                     }
                     let n = events.len() as u64;
                     shared.stats.queued.fetch_sub(n as i64, Ordering::Relaxed);
+                    if shared.full_at > 0 {
+                        shared.unbatched.fetch_sub(events.len(), Ordering::Relaxed);
+                    }
                     let guard = Settle { shared: shared.clone(), events: n, settled: false };
                     inflight.spawn(deliver(events, policy.clone(), guard));
                 }

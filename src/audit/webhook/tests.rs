@@ -648,6 +648,20 @@ async fn a_batch_waits_for_more_events_up_to_the_batch_wait_but_never_past_full_
         "{:?}",
         started.elapsed()
     );
+    // Nor does a batch that fills while the sender waits: the last event wakes it.
+    let started = Instant::now();
+    handle.send(event(20));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in 21..28 {
+        handle.send(event(n));
+    }
+    wait_until("the batch filled during the wait", || load(&stats.sent) == 21).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(rx.delivered()[2].body.as_array().map(Vec::len), Some(8));
     // Nor does shutdown: the batch in hand goes at once.
     handle.send(event(30));
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -659,6 +673,6 @@ async fn a_batch_waits_for_more_events_up_to_the_batch_wait_but_never_past_full_
         started.elapsed()
     );
     task.await.expect("sender task ends");
-    assert_eq!(load(&stats.sent), 14);
-    assert_eq!(rx.delivered().len(), 3);
+    assert_eq!(load(&stats.sent), 22);
+    assert_eq!(rx.delivered().len(), 4);
 }
