@@ -210,23 +210,20 @@ fn escape_into(s: &mut String, v: &str) {
     escape_with(s, v, b"")
 }
 
-/// The bytes written as they are: printable ASCII but for the separators of the line.
-static PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0x20;
-    while b < 0x7f {
-        t[b] = !matches!(b as u8, b'[' | b']' | b' ' | b'|' | b'\\');
-        b += 1;
-    }
-    t
-};
+/// The bytes written as they are: printable ASCII but for the separators of the line. Written
+/// as comparisons, not a table, so the check over a whole value compiles to a vector loop.
+fn plain(b: u8) -> bool {
+    (b > 0x20) & (b < 0x7f) & (b != b'[') & (b != b']') & (b != b'|') & (b != b'\\')
+}
 
 /// [`escape_into`], also escaping the ASCII bytes in `more` (`=` in extra keys).
 fn escape_with(s: &mut String, v: &str, more: &[u8]) {
     // Plain printable ASCII needs no per-character look; anything else (non-ASCII included)
     // takes the slow path, where only the characters listed above change.
-    let special = |b: u8| !PLAIN[b as usize] || more.contains(&b);
-    if v.bytes().all(|b| PLAIN[b as usize]) && (more.is_empty() || !v.bytes().any(|b| more.contains(&b))) {
+    let special = |b: u8| !plain(b) || more.contains(&b);
+    if v.bytes().fold(true, |ok, b| ok & plain(b))
+        && (more.is_empty() || !v.bytes().any(|b| more.contains(&b)))
+    {
         s.push_str(v);
         return;
     }

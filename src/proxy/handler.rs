@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version, header, request::Parts};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header, request::Parts};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
@@ -184,7 +184,7 @@ impl Proxy {
     fn context(&self, req: &Request<Incoming>, peer: SocketAddr) -> Ctx {
         let trusted = self.opts.trusted_proxies.contains(peer.ip());
         // An Audit-ID from a trusted front proxy ties its logs to ours; anyone else's is ignored.
-        let request_id = (trusted.then(|| req.headers().get("audit-id")).flatten())
+        let request_id = (trusted.then(|| req.headers().get(headers::AUDIT_ID)).flatten())
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map(str::to_string)
@@ -193,7 +193,10 @@ impl Proxy {
             peer,
             uri: req.uri().path_and_query().cloned(),
             // Anyone can write X-Forwarded-For: only a trusted proxy's reaches logs and audit.
-            forwarded_for: (trusted.then(|| req.headers().get("x-forwarded-for")).flatten()).cloned(),
+            forwarded_for: (trusted
+                .then(|| req.headers().get(headers::X_FORWARDED_FOR))
+                .flatten())
+            .cloned(),
             request_id,
             started: Instant::now(),
             user: None,
@@ -406,12 +409,10 @@ impl Proxy {
         headers::clean_request(&mut parts.headers, upgrade, &self.opts.identity_headers);
         let trusted = &self.opts.trusted_proxies;
         if let Some(xff) = headers::forwarded_for(ctx.forwarded_for.as_ref(), ctx.peer.ip(), trusted) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-forwarded-for"), xff);
+            parts.headers.insert(headers::X_FORWARDED_FOR, xff);
         }
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-            parts.headers.insert(HeaderName::from_static("audit-id"), id);
+            parts.headers.insert(headers::AUDIT_ID, id);
         }
         let bad = |msg: &str| Refusal::BadRequest(msg.into());
         match carry {

@@ -247,6 +247,6 @@ impl Recorder {
 
 fn set_audit_id(resp: &mut Response<ProxyBody>, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
-        resp.headers_mut().insert("audit-id", v);
+        resp.headers_mut().insert(super::headers::AUDIT_ID, v);
     }
 }

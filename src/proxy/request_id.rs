@@ -19,15 +19,18 @@ pub fn new_request_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(36);
+    let mut id = *b"00000000-0000-0000-0000-000000000000";
+    let mut at = 0;
     for (i, x) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            id.push('-');
+            at += 1;
         }
-        id.push(char::from(HEX[usize::from(x >> 4)]));
-        id.push(char::from(HEX[usize::from(x & 0x0f)]));
+        id[at] = HEX[usize::from(x >> 4)];
+        id[at + 1] = HEX[usize::from(x & 0x0f)];
+        at += 2;
     }
-    id
+    // Hex digits and dashes: always ASCII.
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 /// Random bytes from aws-lc's generator, drawn 512 at a time per thread: one `RAND_bytes` call
