@@ -30,22 +30,15 @@ pub fn push_ip(s: &mut String, ip: IpAddr) {
 /// `2026-12-02T06:33:22.1234Z`, the fraction to nanoseconds without trailing zeros and absent
 /// when zero. Years outside 0..=9999 (which RFC 3339 cannot write) give the Unix epoch.
 pub fn push_rfc3339_utc(s: &mut String, t: OffsetDateTime) {
-    let t = t.to_offset(UtcOffset::UTC);
-    let year = t.year();
-    if !(0..=9999).contains(&year) {
+    let Some((seconds, nanos)) = utc_seconds(t) else {
         s.push_str("1970-01-01T00:00:00Z");
         return;
-    }
+    };
     let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    put_digits(&mut b[0..4], year as u32);
-    put_digits(&mut b[5..7], u32::from(u8::from(t.month())));
-    put_digits(&mut b[8..10], u32::from(t.day()));
-    put_digits(&mut b[11..13], u32::from(t.hour()));
-    put_digits(&mut b[14..16], u32::from(t.minute()));
-    put_digits(&mut b[17..19], u32::from(t.second()));
+    b[..19].copy_from_slice(&seconds);
     let mut end = 19;
-    if t.nanosecond() != 0 {
-        put_digits(&mut b[20..29], t.nanosecond());
+    if nanos != 0 {
+        put_digits(&mut b[20..29], nanos);
         end = 29;
         while b[end - 1] == b'0' {
             end -= 1;
@@ -55,8 +48,23 @@ pub fn push_rfc3339_utc(s: &mut String, t: OffsetDateTime) {
     s.push_str(std::str::from_utf8(&b[..=end]).unwrap_or("1970-01-01T00:00:00Z"));
 }
 
+/// `t` in UTC as `YYYY-MM-DDTHH:MM:SS`, and its nanoseconds; `None` for a year outside
+/// 0..=9999, which four digits cannot write.
+pub fn utc_seconds(t: OffsetDateTime) -> Option<([u8; 19], u32)> {
+    let t = t.to_offset(UtcOffset::UTC);
+    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+    let mut b = *b"0000-00-00T00:00:00";
+    put_digits(&mut b[0..4], year);
+    put_digits(&mut b[5..7], u32::from(u8::from(t.month())));
+    put_digits(&mut b[8..10], u32::from(t.day()));
+    put_digits(&mut b[11..13], u32::from(t.hour()));
+    put_digits(&mut b[14..16], u32::from(t.minute()));
+    put_digits(&mut b[17..19], u32::from(t.second()));
+    Some((b, t.nanosecond()))
+}
+
 /// Fills `out` with the last `out.len()` decimal digits of `v`, zero-padded.
-pub fn put_digits(out: &mut [u8], mut v: u32) {
+fn put_digits(out: &mut [u8], mut v: u32) {
     for d in out.iter_mut().rev() {
         *d = b'0' + (v % 10) as u8;
         v /= 10;

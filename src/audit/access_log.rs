@@ -8,9 +8,9 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
-use crate::{authn::User, text::put_digits};
+use crate::{authn::User, text::utc_seconds};
 
 /// Where access lines go: stdout through [`super::line_writer::BufferedWriter`] in production,
 /// a buffer in tests. `line` gets one whole line, newline included.
@@ -186,20 +186,11 @@ fn push_entries<'a>(s: &mut String, entries: impl Iterator<Item = &'a str>) {
 /// `2021-11-25T01:05:17+0000` (Go's `2006-01-02T15:04:05-0700`), always in UTC, written digit by
 /// digit: this runs for every request.
 fn push_timestamp(s: &mut String, now: OffsetDateTime) {
-    let t = now.to_offset(UtcOffset::UTC);
-    let year = t.year();
-    if !(0..=9999).contains(&year) {
-        s.push_str("0000-00-00T00:00:00+0000");
-        return;
+    match utc_seconds(now) {
+        Some((seconds, _)) => s.push_str(std::str::from_utf8(&seconds).unwrap_or("0000-00-00T00:00:00")),
+        None => s.push_str("0000-00-00T00:00:00"),
     }
-    let mut b = *b"0000-00-00T00:00:00+0000";
-    put_digits(&mut b[0..4], year as u32);
-    put_digits(&mut b[5..7], u32::from(u8::from(t.month())));
-    put_digits(&mut b[8..10], u32::from(t.day()));
-    put_digits(&mut b[11..13], u32::from(t.hour()));
-    put_digits(&mut b[14..16], u32::from(t.minute()));
-    put_digits(&mut b[17..19], u32::from(t.second()));
-    s.push_str(std::str::from_utf8(&b).unwrap_or("0000-00-00T00:00:00+0000"));
+    s.push_str("+0000");
 }
 
 /// Escapes what could forge a line or shift its fields: control characters (C0, DEL, C1),
