@@ -432,3 +432,86 @@ async fn a_host_name_never_widens_a_narrow_grant() {
         200
     );
 }
+
+/// `--request-header-timeout` over HTTP/1.1 (slowloris): a head that never ends and a keep-alive
+/// connection left idle are closed once the timeout has passed; an answer slower than the
+/// timeout, a second request on the same connection and a watch streaming for longer are not cut.
+#[tokio::test]
+async fn http1_request_heads_are_timed_and_answers_are_not() {
+    let iss = issuer().key_kind(KeyKind::EcP256).run().await;
+    // Every answer takes twice the header timeout to start.
+    let a = apiserver()
+        .name("a")
+        .delay_headers(Duration::from_millis(800))
+        .run()
+        .await;
+    let p = proxy(&iss)
+        .arg("--oidc-signing-algs=ES256")
+        .arg("--request-header-timeout=400ms")
+        .cluster("a", &a, "", Cred::Token("t".into()))
+        .run()
+        .await;
+    let token = iss.token().groups(&["a:devops"]).sign();
+    std::mem::forget(iss);
+    let auth = format!("Bearer {token}");
+
+    // Half a head, then nothing: closed, unanswered, after the timeout.
+    let mut tls = tls_connect(p.addr, p.tls()).await.expect("connect");
+    tls.write_all(b"GET /a/api/v1/namespaces/dev/configmaps HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes a connection whose head never ends")
+        .ok();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+
+    // Two slow answers on one keep-alive connection: both arrive.
+    let mut conn = Conn::connect(p.addr, p.tls()).await.expect("connect");
+    assert!(!conn.is_h2());
+    for _ in 0..2 {
+        let resp = (conn.get("/a/api/v1/namespaces/dev/configmaps", &[("authorization", &auth)]))
+            .await
+            .expect("answered although slower than the header timeout");
+        assert_eq!(resp.status(), 200);
+        collect(resp.into_body()).await;
+    }
+    // Then left idle for longer than the timeout: closed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        (conn.get("/a/api/v1/namespaces/dev/configmaps", &[("authorization", &auth)]))
+            .await
+            .is_err(),
+        "an idle keep-alive connection outlived the header timeout"
+    );
+
+    // A watch whose events come after more than the timeout.
+    let mut conn = Conn::connect(p.addr, p.tls()).await.expect("connect");
+    let before = a.open_watches();
+    let resp = (conn.get(
+        "/a/api/v1/namespaces/dev/configmaps?watch=true",
+        &[("authorization", &auth)],
+    ))
+    .await
+    .expect("watch");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    a.wait_watches(before + 1).await;
+    for i in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a.send_watch_event(&format!(
+            r#"{{"type":"ADDED","object":{{"kind":"ConfigMap","metadata":{{"name":"c{i}"}}}}}}"#
+        ));
+        let got = support::client::next_data(&mut body, 5)
+            .await
+            .expect("the watch still streams");
+        assert!(String::from_utf8_lossy(&got).contains(&format!("\"c{i}\"")));
+    }
+}

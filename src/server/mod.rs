@@ -1,6 +1,7 @@
 //! Listeners: the TLS proxy port and the plain-HTTP probe port, and graceful shutdown.
 
 pub mod edge;
+mod head_clock;
 pub mod probe;
 pub mod tls;
 
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use self::head_clock::{Answered, HeadClock};
 use crate::{authn::issuers::ConnMemo, proxy::Proxy};
 
 /// Listener settings from flags.
@@ -41,7 +43,9 @@ impl Builders {
             .max_buf_size(edge::MAX_HEAD_BYTES + 4096)
             // hyper's default of edge::MAX_H1_HEADERS (100) header fields is left unset: setting
             // any limit, even that one, costs an initialised array of that size per request.
-            .header_read_timeout((!opts.header_read_timeout.is_zero()).then_some(opts.header_read_timeout))
+            // The header timeout is the connection's `HeadClock` (one timer per connection, not
+            // one per request); hyper's own, on by default, stays off.
+            .header_read_timeout(None)
             .keep_alive(true);
         let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
         let streams = if opts.http2_max_streams == 0 {
@@ -126,15 +130,31 @@ pub async fn serve(
                     _ = hard.cancelled() => Ok(()),
                 }
             } else {
-                let svc = service_fn(move |req| {
-                    let (proxy, memo) = (proxy.clone(), memo.clone());
-                    async move { Ok::<_, Infallible>(proxy.handle_on(req, peer, Some(&memo)).await) }
-                });
+                let timeout = opts.header_read_timeout;
+                // With no timeout (0) the clock is kept but never looked at.
+                let clock = Arc::new(HeadClock::new(timeout));
+                let svc = {
+                    let clock = clock.clone();
+                    service_fn(move |req| {
+                        clock.head_read();
+                        let (proxy, memo, clock) = (proxy.clone(), memo.clone(), clock.clone());
+                        async move {
+                            let resp = proxy.handle_on(req, peer, Some(&memo)).await;
+                            Ok::<_, Infallible>(resp.map(|body| Answered::new(body, clock)))
+                        }
+                    })
+                };
                 let io = edge::H1Answers::new(tls, Box::new(move |code| edge_proxy.edge_refused(peer, code)));
                 let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::select! {
+                    biased;
                     r = watcher.watch(conn.into_owned()) => r,
                     _ = hard.cancelled() => Ok(()),
+                    // A request head awaited for the whole timeout (slowloris, or idle keep-alive).
+                    _ = clock.expired(), if !timeout.is_zero() => {
+                        tracing::debug!(%peer, "request header timeout: connection closed");
+                        Ok(())
+                    }
                 }
             };
             if let Err(e) = result {
