@@ -252,8 +252,11 @@ async fn a_stalled_webhook_never_slows_send_and_overflow_is_counted() {
     for ev in events {
         handle.send(ev);
     }
+    // A send that waited for the stalled webhook would take its 30 s timeout; the bound is far
+    // from both that and from what a busy machine needs for 1000 sends (this is not a speed
+    // test: 50 ms here once failed on a machine running a build beside it).
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(50), "1000 sends took {took:?}");
+    assert!(took < Duration::from_secs(3), "1000 sends took {took:?}");
     assert_eq!(stats.queued.load(Ordering::Relaxed), 100);
     assert_eq!(load(&stats.dropped), 900);
     assert_eq!(load(&stats.sent), 0);
