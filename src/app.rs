@@ -317,7 +317,7 @@ async fn bind(args: &Args) -> Result<(Bound, Bound), StartError> {
 struct Shutdown {
     stop: CancellationToken,
     shutting_down: Arc<AtomicBool>,
-    server: tokio::task::JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
+    server: tokio::task::JoinHandle<server::Connections>,
     streams: Streams,
     grace: Duration,
     hard: CancellationToken,
@@ -332,8 +332,8 @@ struct Shutdown {
 async fn shutdown_sequence(s: Shutdown) {
     s.stop.cancelled().await;
     s.shutting_down.store(true, Ordering::Release);
-    let graceful = match s.server.await {
-        Ok(g) => g,
+    let connections = match s.server.await {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "listener task failed");
             return;
@@ -342,7 +342,7 @@ async fn shutdown_sequence(s: Shutdown) {
     tracing::info!(grace = ?s.grace, "shutting down: finishing in-flight requests");
     s.streams.tracker.close();
     let drained = tokio::time::timeout(s.grace, async {
-        graceful.shutdown().await;
+        connections.shutdown().await;
         s.streams.tracker.wait().await;
     })
     .await;

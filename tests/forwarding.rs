@@ -466,6 +466,15 @@ async fn graceful_shutdown_finishes_requests_and_closes_streams_at_the_deadline(
     let mut watch_body = watch.into_body();
     a.wait_watches(1).await;
 
+    // An idle keep-alive connection, after one answer.
+    let mut idle_conn = p.conn().await;
+    let resp = idle_conn
+        .get("/a/api/v1/pods", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    collect(resp.into_body()).await;
+
     // An in-flight request when SIGTERM arrives.
     let mut slow_conn = p.conn().await;
     let auth2 = auth.clone();
@@ -496,6 +505,14 @@ async fn graceful_shutdown_finishes_requests_and_closes_streams_at_the_deadline(
     assert!(
         support::client::Conn::connect(p.addr, p.tls()).await.is_err(),
         "no new connections"
+    );
+    // Drained at once, long before the deadline.
+    assert!(
+        idle_conn
+            .get("/a/api/v1/pods", &[("authorization", &auth)])
+            .await
+            .is_err(),
+        "an idle keep-alive connection is closed when draining starts"
     );
 
     // The watch stays open until the deadline, then is closed.

@@ -1,5 +1,6 @@
 //! Listeners: the TLS proxy port and the plain-HTTP probe port, and graceful shutdown.
 
+mod drive;
 pub mod edge;
 mod head_clock;
 pub mod probe;
@@ -10,13 +11,17 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use self::head_clock::{Answered, HeadClock};
+pub use self::drive::Connections;
+use self::{
+    drive::drive,
+    head_clock::{Answered, HeadClock},
+};
 use crate::{authn::issuers::ConnMemo, proxy::Proxy};
 
 /// Listener settings from flags.
@@ -66,8 +71,8 @@ impl Builders {
     }
 }
 
-/// Accepts TLS connections until `stop` fires, then hands back the tracker of the open
-/// connections so shutdown can drain them. Connections are dropped outright when `hard` fires.
+/// Accepts TLS connections until `stop` fires, then hands back the open connections so shutdown
+/// can drain them. Connections are dropped outright when `hard` fires.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -75,12 +80,12 @@ pub async fn serve(
     opts: ServeOptions,
     stop: CancellationToken,
     hard: CancellationToken,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
+) -> Connections {
+    let connections = Connections::default();
     let builders = Arc::new(Builders::new(opts));
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => return graceful,
+            _ = stop.cancelled() => return connections,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -92,14 +97,14 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, proxy, builders, watcher, hard) = (
+        let (acceptor, proxy, builders, drain, hard) = (
             acceptor.clone(),
             proxy.clone(),
             builders.clone(),
-            graceful.watcher(),
+            connections.drain_token().clone(),
             hard.clone(),
         );
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -125,10 +130,7 @@ pub async fn serve(
                 });
                 let io = edge::H2PathGuard::new(tls);
                 let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                tokio::select! {
-                    r = watcher.watch(conn.into_owned()) => r,
-                    _ = hard.cancelled() => Ok(()),
-                }
+                drive(conn.into_owned(), &drain, &hard).await
             } else {
                 let timeout = opts.header_read_timeout;
                 // With no timeout (0) the clock is kept but never looked at.
@@ -148,8 +150,7 @@ pub async fn serve(
                 let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::select! {
                     biased;
-                    r = watcher.watch(conn.into_owned()) => r,
-                    _ = hard.cancelled() => Ok(()),
+                    r = drive(conn.into_owned(), &drain, &hard) => r,
                     // A request head awaited for the whole timeout (slowloris, or idle keep-alive).
                     _ = clock.expired(), if !timeout.is_zero() => {
                         tracing::debug!(%peer, "request header timeout: connection closed");
