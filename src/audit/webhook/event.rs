@@ -299,14 +299,30 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// Whether any byte of `s` needs escaping, eight bytes at a time: most strings of an event are
+/// a few to a few dozen bytes, too short for a vector loop to pay off.
+fn any_needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    // The high bit of a byte is set where that byte of `x` is below `n` (n <= 0x80); a borrow
+    // can only mark bytes above one that truly is, so "any" is exact.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut chunks = s.chunks_exact(8);
+    let mut found = 0;
+    for c in &mut chunks {
+        let x = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        found |=
+            below(x, 0x20) | below(x ^ (ONES * u64::from(b'"')), 1) | below(x ^ (ONES * u64::from(b'\\')), 1);
+    }
+    found != 0 || chunks.remainder().iter().any(|&b| needs_escape(b))
+}
+
 /// `s` as a JSON string, escaped as serde_json escapes it: `\"`, `\\`, the short forms
 /// `\b \f \n \r \t`, `\u00xx` for the other control characters; everything else as it is.
 fn json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.push(b'"');
-    // One pass without branches (it compiles to a vector loop) decides; almost nothing in an
-    // event needs escaping.
-    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
+    if !any_needs_escape(bytes) {
         out.extend_from_slice(bytes);
     } else {
         let mut plain = 0;
@@ -656,6 +672,11 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn the_word_check_finds_what_the_byte_check_finds(s in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            proptest::prop_assert_eq!(any_needs_escape(&s), s.iter().any(|&b| needs_escape(b)));
+        }
+
         #[test]
         fn any_text_is_written_as_serde_json_writes_it(
             name in proptest::prelude::any::<String>(),
