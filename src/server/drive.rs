@@ -4,8 +4,8 @@
 //! hyper-util's graceful watcher polls a watch channel, and a `select!` beside it a cancellation
 //! token, every time a connection's task wakes: about 800 instructions per small GET, for signals
 //! that fire once in the life of the process. [`drive`] registers the task with both tokens
-//! once and afterwards reads their state, two atomic loads per wake; a token's cancellation still
-//! wakes the task through that registration.
+//! once and afterwards only asks each whether it is cancelled (an uncontended lock, no waker
+//! bookkeeping); a token's cancellation still wakes the task through that registration.
 
 use std::{
     future::poll_fn,
