@@ -161,15 +161,14 @@ pub struct AuditEventView<'a> {
     cluster_name: &'a str,
     user: &'a User,
     info: &'a RequestInfo,
-    request_body: &'a Value,
+    /// `None`: no body, written `{}`.
+    request_body: Option<&'a Value>,
     decision: AuditDecision,
     request_id: &'a str,
     timestamp: &'a str,
     request_body_omitted: Option<&'a str>,
     impersonated_by: Option<&'a User>,
 }
-
-static EMPTY_OBJECT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(empty_object);
 
 impl<'a> AuditEventView<'a> {
     pub fn new(
@@ -184,7 +183,7 @@ impl<'a> AuditEventView<'a> {
             cluster_name: cluster,
             user,
             info,
-            request_body: &EMPTY_OBJECT,
+            request_body: None,
             decision,
             request_id,
             timestamp,
@@ -201,7 +200,7 @@ impl<'a> AuditEventView<'a> {
 
     /// Sets the body from what [`request_body_field`] (or [`omitted_body`]) returned.
     pub fn with_body(mut self, body: &'a Value, omitted: Option<&'static str>) -> Self {
-        self.request_body = body;
+        self.request_body = Some(body);
         self.request_body_omitted = omitted;
         self
     }
@@ -250,7 +249,10 @@ impl<'a> AuditEventView<'a> {
         out.extend_from_slice(b",\"label_selector\":");
         json_str(out, info.label_selector.as_str());
         out.extend_from_slice(b",\"request_body\":");
-        json_value(out, self.request_body);
+        match self.request_body {
+            Some(body) => json_value(out, body),
+            None => out.extend_from_slice(b"{}"),
+        }
         out.extend_from_slice(match self.decision {
             AuditDecision::Allow => b",\"decision\":\"allow\"",
             AuditDecision::Deny => b",\"decision\":\"deny\"",

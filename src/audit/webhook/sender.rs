@@ -177,10 +177,8 @@ impl AuditHandle {
     /// events.)
     #[cfg(test)]
     pub fn send(&self, ev: super::AuditEvent) {
-        match serde_json::to_vec(&ev) {
-            Ok(json) => self.send_json(Bytes::from(json)),
-            Err(e) => self.refuse(format_args!("cannot serialize the event: {e}")),
-        }
+        // An owned event of strings always serialises.
+        self.send_json(Bytes::from(serde_json::to_vec(&ev).expect("event serialises")));
     }
 
     /// Queues the event `view` shows, serialised now (the request path's form: nothing is
@@ -189,15 +187,6 @@ impl AuditHandle {
         let mut json = Vec::with_capacity(1024);
         view.write_json(&mut json);
         self.send_json(Bytes::from(json));
-    }
-
-    /// An event that cannot be queued at all: counted as dropped.
-    #[cfg(test)]
-    fn refuse(&self, why: std::fmt::Arguments<'_>) {
-        let dropped = self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.shared.drop_warn.allow() {
-            tracing::warn!(dropped_total = dropped, "audit event dropped: {why}");
-        }
     }
 
     fn send_json(&self, ev: Bytes) {
@@ -455,9 +444,9 @@ impl Drop for Settle {
 
 /// The body of one POST: the event as an object, or in batched mode the events as an array
 /// (each event is one serialised JSON object already).
-fn serialize(events: &[Bytes], batched: bool) -> serde_json::Result<Bytes> {
+fn serialize(events: &[Bytes], batched: bool) -> Bytes {
     match events {
-        [ev] if !batched => Ok(ev.clone()),
+        [ev] if !batched => ev.clone(),
         _ => {
             let len = events.iter().map(Bytes::len).sum::<usize>() + events.len() + 1;
             let mut out = Vec::with_capacity(len);
@@ -469,16 +458,13 @@ fn serialize(events: &[Bytes], batched: bool) -> serde_json::Result<Bytes> {
                 out.extend_from_slice(ev);
             }
             out.push(b']');
-            Ok(Bytes::from(out))
+            Bytes::from(out)
         }
     }
 }
 
 async fn deliver(events: Vec<Bytes>, policy: Arc<Policy>, settle: Settle) {
-    let body = match serialize(&events, policy.batched) {
-        Ok(body) => body,
-        Err(e) => return settle.failed(format_args!("cannot serialize the event: {e}")),
-    };
+    let body = serialize(&events, policy.batched);
     drop(events);
     // Two kinds of failure. The webhook is *unavailable* (no connection, no answer in time, or
     // 502, 503, 504, 429: what a load balancer or an overloaded sink says): the event waits
