@@ -25,11 +25,11 @@ pub struct Connections {
 
 impl Connections {
     /// Runs a connection's task, counted until it ends.
-    pub fn spawn<F>(&self, task: F)
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tracker.spawn(task);
+        self.tracker.spawn(task)
     }
 
     pub fn drain_token(&self) -> &CancellationToken {
@@ -79,13 +79,7 @@ pub async fn drive<C: GracefulConnection>(
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        sync::{
-            Arc,
-            atomic::{AtomicBool, Ordering},
-        },
-        time::Duration,
-    };
+    use std::time::Duration;
 
     use super::*;
 
@@ -94,18 +88,12 @@ mod tests {
     async fn served(
         conns: &Connections,
         hard: &CancellationToken,
-    ) -> (
-        tokio::task::JoinHandle<()>,
-        tokio::io::DuplexStream,
-        Arc<AtomicBool>,
-    ) {
+    ) -> (tokio::task::JoinHandle<()>, tokio::io::DuplexStream) {
         let (client, server) = tokio::io::duplex(4096);
-        let ended = Arc::new(AtomicBool::new(false));
         let builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).http1_only();
-        let (drain, hard, done) = (conns.drain_token().clone(), hard.clone(), ended.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        conns.spawn(async move {
+        let (drain, hard) = (conns.drain_token().clone(), hard.clone());
+        let task = conns.spawn(async move {
             let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -116,13 +104,8 @@ mod tests {
             });
             let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(server), svc);
             let _ = drive(conn.into_owned(), &drain, &hard).await;
-            done.store(true, Ordering::Relaxed);
-            let _ = tx.send(());
         });
-        let watcher = tokio::spawn(async move {
-            let _ = rx.await;
-        });
-        (watcher, client, ended)
+        (task, client)
     }
 
     #[tokio::test]
@@ -131,7 +114,7 @@ mod tests {
         let conns = Connections::default();
         let hard = CancellationToken::new();
         // An idle keep-alive connection, after one request.
-        let (idle, mut client, idle_ended) = served(&conns, &hard).await;
+        let (idle, mut client) = served(&conns, &hard).await;
         client
             .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
@@ -140,13 +123,13 @@ mod tests {
         let n = client.read(&mut buf).await.expect("answer");
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         // A connection serving a slow request: draining waits for it.
-        let (busy, mut busy_client, busy_ended) = served(&conns, &hard).await;
+        let (busy, mut busy_client) = served(&conns, &hard).await;
         busy_client
             .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .expect("write");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!idle_ended.load(Ordering::Relaxed) && !busy_ended.load(Ordering::Relaxed));
+        assert!(!idle.is_finished() && !busy.is_finished());
 
         let shutdown = tokio::spawn(conns.clone().shutdown());
         tokio::time::timeout(Duration::from_secs(5), idle)

@@ -41,7 +41,8 @@ struct Builders {
 impl Builders {
     fn new(opts: ServeOptions) -> Self {
         let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
-        // Without a timer hyper silently drops the header timeout (slowloris).
+        // hyper's own header timeout is off (see below); the timer stays set because hyper panics
+        // if a timeout is ever configured without one, and it costs nothing while none is.
         h1.http1()
             .timer(TokioTimer::new())
             // kube-apiserver's 1 MiB of request line and headers (Go adds 4 KiB of slack too).
