@@ -227,7 +227,7 @@ fn bench(c: &mut Criterion) {
         ..Default::default()
     });
     let keys: Vec<_> = (0..10_000)
-        .map(|i| TokenCache::key(&format!("{}{i}", s.tokens[0])))
+        .map(|i| TokenCache::key(format!("{}{i}", s.tokens[0])))
         .collect();
     for k in &keys {
         cache.insert(*k, user.clone(), now + Duration::from_secs(600), now);
@@ -243,7 +243,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("token_cache_insert", |b| {
         b.iter_custom(|iters| {
             let fresh = TokenCache::new(iters as usize + 16);
-            let keys: Vec<_> = (0..iters).map(|i| TokenCache::key(&i.to_string())).collect();
+            let keys: Vec<_> = (0..iters).map(|i| TokenCache::key(i.to_string())).collect();
             let started = Instant::now();
             for k in keys {
                 fresh.insert(k, user.clone(), now + Duration::from_secs(600), now);
@@ -258,7 +258,7 @@ fn bench(c: &mut Criterion) {
             for k in &keys {
                 full.insert(*k, user.clone(), now + Duration::from_secs(600), now);
             }
-            let fresh_keys: Vec<_> = (0..iters).map(|i| TokenCache::key(&format!("new{i}"))).collect();
+            let fresh_keys: Vec<_> = (0..iters).map(|i| TokenCache::key(format!("new{i}"))).collect();
             let started = Instant::now();
             for k in fresh_keys {
                 full.insert(k, user.clone(), now + Duration::from_secs(600), now);

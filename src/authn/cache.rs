@@ -46,8 +46,8 @@ impl TokenCache {
         self.per_shard > 0
     }
 
-    pub fn key(token: &str) -> Key {
-        let d = digest::digest(&digest::SHA256, token.as_bytes());
+    pub fn key(token: impl AsRef<[u8]>) -> Key {
+        let d = digest::digest(&digest::SHA256, token.as_ref());
         let mut k = [0u8; 32];
         k.copy_from_slice(d.as_ref());
         k
@@ -147,7 +147,7 @@ mod tests {
         let now = Instant::now();
         for i in 0..1000 {
             c.insert(
-                TokenCache::key(&format!("t{i}")),
+                TokenCache::key(format!("t{i}")),
                 user("u"),
                 now + Duration::from_secs(60),
                 now,

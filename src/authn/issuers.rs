@@ -20,7 +20,6 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use aws_lc_rs::constant_time;
 use secrecy::{ExposeSecret, SecretSlice};
 use tokio_util::sync::CancellationToken;
 
@@ -70,22 +69,38 @@ struct Memo {
 }
 
 impl ConnMemo {
-    fn get(&self, token: &str, generation: u64, now: Instant) -> Option<Arc<User>> {
+    fn get(&self, token: &[u8], generation: u64, now: Instant) -> Option<Arc<User>> {
         let memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let m = memo.as_ref()?;
-        let same = constant_time::verify_slices_are_equal(m.token.expose_secret(), token.as_bytes()).is_ok();
+        let same = same_secret(m.token.expose_secret(), token);
         (same && m.generation == generation && m.expires > now).then(|| m.user.clone())
     }
 
-    fn put(&self, token: &str, user: Arc<User>, expires: Instant, generation: u64) {
+    fn put(&self, token: &[u8], user: Arc<User>, expires: Instant, generation: u64) {
         let memo = (token.len() <= MEMO_MAX_TOKEN).then(|| Memo {
-            token: SecretSlice::from(token.as_bytes().to_vec()),
+            token: SecretSlice::from(token.to_vec()),
             user,
             expires,
             generation,
         });
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = memo;
     }
+}
+
+/// Whether two secrets are equal, in a time that depends only on their length (which a
+/// token's sender knows): every word is compared, the differences gathered with `|` (a fold with
+/// no early exit) and looked at once at the end.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let ((a8, a1), (b8, b1)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    let words = a8.iter().zip(b8).fold(0u64, |d, (x, y)| {
+        d | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+    });
+    let bytes = a1.iter().zip(b1).fold(0u8, |d, (x, y)| d | (x ^ y));
+    // Opaque to the optimiser, so no branch on a partial result can be derived from it.
+    std::hint::black_box(words | u64::from(bytes)) == 0
 }
 
 /// One issuer's state, for `/ready`, `/clusters`-style reports and metrics.
@@ -149,15 +164,15 @@ impl Issuers {
 
     /// Verifies a bearer token and maps it to a user; repeat tokens come from the cache.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<User>, AuthnError> {
-        self.authenticate_on(token, None).await
+        self.authenticate_on(token.as_bytes(), None).await
     }
 
     /// [`Issuers::authenticate`] for a request on a connection with `memo`: the connection's
     /// last token is answered from the memo, any other goes through the cache and becomes the
-    /// memo.
+    /// memo. The token is matched as bytes and read as text only when it must be verified.
     pub async fn authenticate_on(
         &self,
-        token: &str,
+        token: &[u8],
         memo: Option<&ConnMemo>,
     ) -> Result<Arc<User>, AuthnError> {
         let now = Instant::now();
@@ -178,6 +193,8 @@ impl Issuers {
             return Ok(user);
         }
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let token = std::str::from_utf8(token)
+            .map_err(|_| AuthnError::Invalid("the token is not UTF-8 text".into()))?;
         let set = arc_swap::Guard::into_inner(set);
         let authn = self
             .issuer_of(&set, token)
@@ -192,7 +209,7 @@ impl Issuers {
             && set.cache.enabled()
             && !remaining.is_zero()
         {
-            memo.put(token, user.clone(), now + remaining, set.generation);
+            memo.put(token.as_bytes(), user.clone(), now + remaining, set.generation);
         }
         Ok(user)
     }
@@ -348,7 +365,9 @@ mod tests {
         time::{Duration, Instant},
     };
 
-    use super::{ConnMemo, MEMO_MAX_TOKEN, User};
+    use proptest::prelude::*;
+
+    use super::{ConnMemo, MEMO_MAX_TOKEN, User, same_secret};
 
     fn user(name: &str) -> Arc<User> {
         Arc::new(User {
@@ -362,19 +381,19 @@ mod tests {
         let memo = ConnMemo::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        memo.put("token-of-alice", user("alice"), later, 7);
-        assert_eq!(memo.get("token-of-alice", 7, now).unwrap().name, "alice");
+        memo.put(b"token-of-alice", user("alice"), later, 7);
+        assert_eq!(memo.get(b"token-of-alice", 7, now).unwrap().name, "alice");
         // Another token of the same length, a prefix, a longer one: never alice.
-        assert!(memo.get("token-of-alicf", 7, now).is_none());
-        assert!(memo.get("token-of-alic", 7, now).is_none());
-        assert!(memo.get("token-of-alice2", 7, now).is_none());
+        assert!(memo.get(b"token-of-alicf", 7, now).is_none());
+        assert!(memo.get(b"token-of-alic", 7, now).is_none());
+        assert!(memo.get(b"token-of-alice2", 7, now).is_none());
         // Another issuer set, or the entry's expiry reached.
-        assert!(memo.get("token-of-alice", 8, now).is_none());
-        assert!(memo.get("token-of-alice", 7, later).is_none());
+        assert!(memo.get(b"token-of-alice", 8, now).is_none());
+        assert!(memo.get(b"token-of-alice", 7, later).is_none());
         // A new token replaces the old one.
-        memo.put("token-of-bob", user("bob"), later, 7);
-        assert!(memo.get("token-of-alice", 7, now).is_none());
-        assert_eq!(memo.get("token-of-bob", 7, now).unwrap().name, "bob");
+        memo.put(b"token-of-bob", user("bob"), later, 7);
+        assert!(memo.get(b"token-of-alice", 7, now).is_none());
+        assert_eq!(memo.get(b"token-of-bob", 7, now).unwrap().name, "bob");
     }
 
     #[test]
@@ -382,11 +401,26 @@ mod tests {
         let memo = ConnMemo::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        memo.put("small", user("alice"), later, 1);
+        memo.put(b"small", user("alice"), later, 1);
         let big = "x".repeat(MEMO_MAX_TOKEN + 1);
-        memo.put(&big, user("bob"), later, 1);
-        assert!(memo.get(&big, 1, now).is_none());
+        memo.put(big.as_bytes(), user("bob"), later, 1);
+        assert!(memo.get(big.as_bytes(), 1, now).is_none());
         // And the earlier token is gone too: the memo only ever holds the connection's last one.
-        assert!(memo.get("small", 1, now).is_none());
+        assert!(memo.get(b"small", 1, now).is_none());
+    }
+
+    proptest! {
+        /// The word-at-a-time compare answers as `==` does, for any lengths and for strings
+        /// that differ in one byte anywhere (the tail past the last whole word included).
+        #[test]
+        fn same_secret_is_equality(a in proptest::collection::vec(any::<u8>(), 0..80), at in any::<usize>(), flip in 1u8..) {
+            prop_assert!(same_secret(&a, &a.clone()));
+            if !a.is_empty() {
+                let mut b = a.clone();
+                b[at % a.len()] ^= flip;
+                prop_assert!(!same_secret(&a, &b));
+                prop_assert!(!same_secret(&a, &a[..a.len() - 1]));
+            }
+        }
     }
 }

@@ -227,7 +227,8 @@ impl Proxy {
             Err(e) => tracing::debug!(error = %e, "authentication failed"),
         }
         let reviewer = self.reviewer.as_ref().ok_or(Refusal::Unauthenticated)?;
-        if self.authn.claims_our_issuer(&token) {
+        let token = std::str::from_utf8(&token).map_err(|_| Refusal::Unauthenticated)?;
+        if self.authn.claims_our_issuer(token) {
             return Err(Refusal::Unauthenticated);
         }
         let cluster = self
@@ -235,7 +236,7 @@ impl Proxy {
             .ok()
             .and_then(|r| self.clusters.get(r.cluster))
             .ok_or(Refusal::Unauthenticated)?;
-        match reviewer.review(&cluster, &token).await {
+        match reviewer.review(&cluster, token).await {
             Ok(Some(user)) => Ok(Authenticated { user, reviewed: true }),
             Ok(None) => Err(Refusal::Unauthenticated),
             Err(e) => {
@@ -479,7 +480,9 @@ fn carry(
 /// subprotocol), marked sensitive.
 fn user_authorization(req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
     let token = headers::bearer_token(req.headers()).ok_or(Refusal::Unauthenticated)?;
-    let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Refusal::Unauthenticated)?;
+    let value = [b"Bearer ".as_slice(), &token].concat();
+    let mut value =
+        HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| Refusal::Unauthenticated)?;
     value.set_sensitive(true);
     Ok(value)
 }

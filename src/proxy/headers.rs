@@ -154,8 +154,10 @@ fn visible_ascii(token: &[u8]) -> bool {
 }
 
 /// The bearer token of a request: `Authorization: Bearer <t>` (scheme case-insensitive), or the
-/// WebSocket bearer subprotocol.
-pub fn bearer_token(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+/// WebSocket bearer subprotocol. Always text (visible ASCII, or the subprotocol's UTF-8), given
+/// as bytes: a connection's repeated token is matched as bytes, and read as `str` only when it
+/// has to be verified.
+pub fn bearer_token(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.as_bytes().trim_ascii();
         let at = v.iter().position(|&b| b == b' ')?;
@@ -163,7 +165,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Cow<'_, str>> {
         if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() || !visible_ascii(token) {
             return None;
         }
-        return std::str::from_utf8(token).ok().map(Cow::Borrowed);
+        return Some(Cow::Borrowed(token));
     }
     for v in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter() {
         let Ok(v) = v.to_str() else { continue };
@@ -173,7 +175,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Cow<'_, str>> {
                     .decode(enc.trim_end_matches('='))
                     .ok()?;
                 let token = String::from_utf8(raw).ok()?;
-                return (!token.is_empty()).then_some(Cow::Owned(token));
+                return (!token.is_empty()).then_some(Cow::Owned(token.into_bytes()));
             }
         }
     }
@@ -424,15 +426,19 @@ mod tests {
         h
     }
 
+    fn token(t: &str) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(t.as_bytes()))
+    }
+
     #[test]
     fn bearer_tokens() {
         assert_eq!(
             bearer_token(&map(&[("authorization", "Bearer abc")])),
-            Some("abc".into())
+            token("abc")
         );
         assert_eq!(
             bearer_token(&map(&[("authorization", "bearer  abc ")])),
-            Some("abc".into())
+            token("abc")
         );
         assert_eq!(bearer_token(&map(&[("authorization", "Basic abc")])), None);
         assert_eq!(bearer_token(&map(&[("authorization", "Bearer ")])), None);
@@ -441,14 +447,14 @@ mod tests {
         assert_eq!(bearer_token(&map(&[("authorization", "Bearer\tab")])), None);
         assert_eq!(
             bearer_token(&map(&[("authorization", "BEARER a.b-c_d~e+f/g=")])),
-            Some("a.b-c_d~e+f/g=".into())
+            token("a.b-c_d~e+f/g=")
         );
         assert_eq!(bearer_token(&map(&[])), None);
         let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("tok.en");
         let ws = format!("v5.channel.k8s.io, {WS_BEARER_PREFIX}{enc}");
         assert_eq!(
             bearer_token(&map(&[("sec-websocket-protocol", &ws)])),
-            Some("tok.en".into())
+            token("tok.en")
         );
     }
 
