@@ -120,7 +120,6 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     };
     let stop = CancellationToken::new();
     let background = CancellationToken::new();
-    let hard = CancellationToken::new();
 
     let role_file = start_role_file(&args, &background)?;
     let (registry, management) = start_clusters(&args, role_file, upstream_opts, &background).await?;
@@ -191,7 +190,6 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         proxy,
         serve_opts,
         stop.clone(),
-        hard.clone(),
     ));
     tracing::info!(%addr, %probe_addr, clusters = ?registry.names(), "serving");
 
@@ -201,7 +199,6 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         server,
         streams,
         grace: args.shutdown_grace_period,
-        hard,
         audit,
         background,
         access_log: access_log.clone(),
@@ -320,7 +317,6 @@ struct Shutdown {
     server: tokio::task::JoinHandle<server::Connections>,
     streams: Streams,
     grace: Duration,
-    hard: CancellationToken,
     audit: Option<AuditHandle>,
     background: CancellationToken,
     access_log: Arc<dyn Sink>,
@@ -349,7 +345,7 @@ async fn shutdown_sequence(s: Shutdown) {
     if drained.is_err() {
         tracing::info!("shutdown deadline reached: closing remaining streams");
         s.streams.close.cancel();
-        s.hard.cancel();
+        connections.drop_all();
         let _ = tokio::time::timeout(Duration::from_secs(2), s.streams.tracker.wait()).await;
     }
     if let Some(audit) = s.audit {

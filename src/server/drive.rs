@@ -3,24 +3,49 @@
 //!
 //! hyper-util's graceful watcher polls a watch channel, and a `select!` beside it a cancellation
 //! token, every time a connection's task wakes: about 800 instructions per small GET, for signals
-//! that fire once in the life of the process. [`drive`] registers the task with both tokens
-//! once and afterwards only asks each whether it is cancelled (an uncontended lock, no waker
-//! bookkeeping); a token's cancellation still wakes the task through that registration.
+//! that fire once in the life of the process. [`drive`] registers the task with both signals'
+//! tokens once and afterwards reads each signal's flag (one atomic load; a token's own check
+//! takes its lock); a signal still wakes the task through that registration.
 
 use std::{
     future::poll_fn,
     pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Poll, Waker},
 };
 
 use hyper_util::server::graceful::GracefulConnection;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// The open connections: their tasks, and the signal that drains them.
+/// A signal that fires once: a flag for the tasks that look at it on every wake, and a token
+/// that wakes the ones waiting on it. The flag is set before the token is cancelled, so a task
+/// woken by the token always sees it.
+#[derive(Clone, Default)]
+pub struct Signal {
+    fired: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Signal {
+    pub fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+}
+
+/// The open connections: their tasks, the signal that drains them and the one that drops them.
 #[derive(Clone, Default)]
 pub struct Connections {
     tracker: TaskTracker,
-    drain: CancellationToken,
+    drain: Signal,
+    hard: Signal,
 }
 
 impl Connections {
@@ -32,29 +57,31 @@ impl Connections {
         self.tracker.spawn(task)
     }
 
-    pub fn drain_token(&self) -> &CancellationToken {
-        &self.drain
+    /// The signals a connection is driven with (see [`drive`]): drain, then drop.
+    pub fn signals(&self) -> (Signal, Signal) {
+        (self.drain.clone(), self.hard.clone())
     }
 
     /// Asks every connection to finish what it is serving and close (idle ones close at once),
     /// and waits until all have.
-    pub async fn shutdown(self) {
-        self.drain.cancel();
+    pub async fn shutdown(&self) {
+        self.drain.fire();
         self.tracker.close();
         self.tracker.wait().await;
     }
+
+    /// Drops every connection still open (the shutdown deadline has passed).
+    pub fn drop_all(&self) {
+        self.hard.fire();
+    }
 }
 
-/// Drives `conn` to its end: asked to shut down gracefully once `drain` is cancelled, dropped
-/// (and `Ok`) once `hard` is.
-pub async fn drive<C: GracefulConnection>(
-    conn: C,
-    drain: &CancellationToken,
-    hard: &CancellationToken,
-) -> Result<(), C::Error> {
+/// Drives `conn` to its end: asked to shut down gracefully once `drain` fires, dropped (and
+/// `Ok`) once `hard` does.
+pub async fn drive<C: GracefulConnection>(conn: C, drain: &Signal, hard: &Signal) -> Result<(), C::Error> {
     let mut conn = pin!(conn);
-    let mut drained = pin!(drain.cancelled());
-    let mut dropped = pin!(hard.cancelled());
+    let mut drained = pin!(drain.token.cancelled());
+    let mut dropped = pin!(hard.token.cancelled());
     // The waker the tokens hold; polled again only if the task's waker changes (a tokio task's
     // does not), since a registered token wakes the task when it is cancelled.
     let mut registered: Option<Waker> = None;
@@ -65,10 +92,10 @@ pub async fn drive<C: GracefulConnection>(
             let _ = drained.as_mut().poll(cx);
             registered = Some(cx.waker().clone());
         }
-        if hard.is_cancelled() {
+        if hard.is_fired() {
             return Poll::Ready(Ok(()));
         }
-        if !draining && drain.is_cancelled() {
+        if !draining && drain.is_fired() {
             draining = true;
             conn.as_mut().graceful_shutdown();
         }
@@ -85,14 +112,11 @@ mod tests {
 
     /// A hyper HTTP/1.1 connection over an in-memory pipe (GracefulConnection is sealed, so
     /// no fake can stand in), answering `/slow` after a minute and anything else at once.
-    async fn served(
-        conns: &Connections,
-        hard: &CancellationToken,
-    ) -> (tokio::task::JoinHandle<()>, tokio::io::DuplexStream) {
+    async fn served(conns: &Connections) -> (tokio::task::JoinHandle<()>, tokio::io::DuplexStream) {
         let (client, server) = tokio::io::duplex(4096);
         let builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).http1_only();
-        let (drain, hard) = (conns.drain_token().clone(), hard.clone());
+        let (drain, hard) = conns.signals();
         let task = conns.spawn(async move {
             let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                 if req.uri().path() == "/slow" {
@@ -112,9 +136,8 @@ mod tests {
     async fn draining_closes_an_idle_connection_and_hard_drops_a_busy_one() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let conns = Connections::default();
-        let hard = CancellationToken::new();
         // An idle keep-alive connection, after one request.
-        let (idle, mut client) = served(&conns, &hard).await;
+        let (idle, mut client) = served(&conns).await;
         client
             .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
@@ -123,7 +146,7 @@ mod tests {
         let n = client.read(&mut buf).await.expect("answer");
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         // A connection serving a slow request: draining waits for it.
-        let (busy, mut busy_client) = served(&conns, &hard).await;
+        let (busy, mut busy_client) = served(&conns).await;
         busy_client
             .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
@@ -131,14 +154,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!idle.is_finished() && !busy.is_finished());
 
-        let shutdown = tokio::spawn(conns.clone().shutdown());
+        let shutdown = tokio::spawn({
+            let conns = conns.clone();
+            async move { conns.shutdown().await }
+        });
         tokio::time::timeout(Duration::from_secs(5), idle)
             .await
             .expect("the idle connection closes once draining starts")
             .expect("task");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!shutdown.is_finished(), "waits for the busy connection");
-        hard.cancel();
+        conns.drop_all();
         tokio::time::timeout(Duration::from_secs(5), busy)
             .await
             .expect("dropped at once when hard fires")

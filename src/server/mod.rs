@@ -73,14 +73,13 @@ impl Builders {
 }
 
 /// Accepts TLS connections until `stop` fires, then hands back the open connections so shutdown
-/// can drain them. Connections are dropped outright when `hard` fires.
+/// can drain them or drop them.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     opts: ServeOptions,
     stop: CancellationToken,
-    hard: CancellationToken,
 ) -> Connections {
     let connections = Connections::default();
     let builders = Arc::new(Builders::new(opts));
@@ -98,12 +97,11 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, proxy, builders, drain, hard) = (
+        let (acceptor, proxy, builders, (drain, hard)) = (
             acceptor.clone(),
             proxy.clone(),
             builders.clone(),
-            connections.drain_token().clone(),
-            hard.clone(),
+            connections.signals(),
         );
         connections.spawn(async move {
             let tls = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
