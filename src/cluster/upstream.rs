@@ -14,8 +14,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::{TryFutureExt, future};
-use http::{HeaderValue, Request, Response, Uri};
+use futures_util::{FutureExt, TryFutureExt, future};
+use http::{
+    HeaderValue, Request, Response, Uri,
+    uri::{self, Authority, PathAndQuery, Scheme},
+};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -83,9 +86,7 @@ pub enum UpstreamError {
 }
 
 pub struct Upstream {
-    scheme_authority: String,
-    /// The server URL's path without a trailing slash (e.g. Rancher's `/k8s/clusters/c-x`).
-    path_prefix: String,
+    base: Base,
     sender: Sender,
     /// The same server, CA and TLS settings without any of the proxy's credentials: for requests
     /// that carry the user's own token (`passthrough-user-token`, `--token-passthrough`).
@@ -93,6 +94,37 @@ pub struct Upstream {
     header_timeout: Duration,
     /// The server URL, for logs.
     pub server: String,
+}
+
+/// The server URL's scheme, authority and path, parsed once: a request's URI is put together
+/// from them and its own path and query, of which only the latter is parsed per request (the
+/// whole URI parsed again from text was a thousand instructions of every request).
+struct Base {
+    scheme: Scheme,
+    authority: Authority,
+    /// The server URL's path without a trailing slash (e.g. Rancher's `/k8s/clusters/c-x`).
+    path_prefix: String,
+}
+
+impl Base {
+    /// The URI `scheme://authority{path_prefix}{path}?{query}`, checked as `Uri`'s own parser
+    /// checks it (the path and query by the same parser that reads them from a whole URI).
+    fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let path = if path.is_empty() { "/" } else { path };
+        let q = query.map_or(0, |q| q.len() + 1);
+        let mut pq = Vec::with_capacity(self.path_prefix.len() + path.len() + q);
+        pq.extend_from_slice(self.path_prefix.as_bytes());
+        pq.extend_from_slice(path.as_bytes());
+        if let Some(q) = query {
+            pq.push(b'?');
+            pq.extend_from_slice(q.as_bytes());
+        }
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(Bytes::from(pq))?);
+        Ok(Uri::from_parts(parts)?)
+    }
 }
 
 impl Upstream {
@@ -142,7 +174,7 @@ impl Upstream {
     fn from_config(config: &Config, opts: UpstreamOptions) -> Result<Upstream, UpstreamError> {
         let kube_err = |e: kube::Error| UpstreamError::Kubeconfig(error_chain(&e));
         let url = &config.cluster_url;
-        let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
+        let (Some(scheme), Some(authority)) = (url.scheme(), url.authority()) else {
             return Err(UpstreamError::Kubeconfig(format!(
                 "server URL {url} has no scheme or host"
             )));
@@ -170,8 +202,11 @@ impl Upstream {
             }
         };
         Ok(Upstream {
-            scheme_authority: format!("{scheme}://{authority}"),
-            path_prefix: url.path().trim_end_matches('/').to_string(),
+            base: Base {
+                scheme: scheme.clone(),
+                authority: authority.clone(),
+                path_prefix: url.path().trim_end_matches('/').to_string(),
+            },
             sender,
             bare,
             header_timeout: opts.response_header_timeout,
@@ -181,44 +216,24 @@ impl Upstream {
 
     /// The upstream URI for a Kubernetes path (starting with `/`, or empty) and raw query.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let path = if path.is_empty() { "/" } else { path };
-        let mut s =
-            String::with_capacity(self.scheme_authority.len() + self.path_prefix.len() + path.len() + 64);
-        s.push_str(&self.scheme_authority);
-        s.push_str(&self.path_prefix);
-        s.push_str(path);
-        if let Some(q) = query {
-            s.push('?');
-            s.push_str(q);
-        }
-        Ok(Uri::try_from(s)?)
+        self.base.uri_for(path, query)
     }
 
     /// Sends one request that carries the user's own credentials (its `Authorization` header),
     /// with none of the proxy's.
-    pub async fn send_as_user(&self, req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let call = self.bare.request(req).map_err(box_error);
-        self.within_header_timeout(call).await
-    }
-
-    async fn within_header_timeout(
+    pub fn send_as_user(
         &self,
-        call: impl Future<Output = Result<Response<Incoming>, BoxError>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let result = if self.header_timeout.is_zero() {
-            call.await
-        } else {
-            match tokio::time::timeout(self.header_timeout, call).await {
-                Ok(r) => r,
-                Err(_) => return Err(UpstreamError::Timeout(self.header_timeout)),
-            }
-        };
-        result.map_err(classify)
+        req: Request<UpBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + use<> {
+        within_header_timeout(self.header_timeout, self.bare.request(req).map_err(box_error))
     }
 
     /// Sends one request with the proxy's credentials. Only the wait for response headers is
     /// limited; the body streams for as long as the API server keeps it open.
-    pub async fn send(&self, mut req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub fn send(
+        &self,
+        mut req: Request<UpBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + use<> {
         let call = match &self.sender {
             Sender::Direct {
                 client,
@@ -232,7 +247,27 @@ impl Upstream {
             }
             Sender::Layered(service) => future::Either::Right(service.clone().oneshot(req)),
         };
-        self.within_header_timeout(call).await
+        within_header_timeout(self.header_timeout, call)
+    }
+}
+
+/// `call` with its wait for response headers limited to `limit` (none when zero), and its error
+/// sorted. Combinators rather than `async fn`s: every request's future holds this one, and each
+/// `async fn` layer is one more state machine copied into the next at every hand-over.
+fn within_header_timeout<F>(
+    limit: Duration,
+    call: F,
+) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>>
+where
+    F: Future<Output = Result<Response<Incoming>, BoxError>>,
+{
+    if limit.is_zero() {
+        future::Either::Left(call.map_err(classify))
+    } else {
+        future::Either::Right(tokio::time::timeout(limit, call).map(move |timed| match timed {
+            Ok(r) => r.map_err(classify),
+            Err(_) => Err(UpstreamError::Timeout(limit)),
+        }))
     }
 }
 
@@ -373,6 +408,39 @@ mod tests {
     use kube::config::AuthInfo;
 
     use super::*;
+
+    proptest::proptest! {
+        /// A request URI put together from parts is the one parsed from the whole text: the
+        /// same URI, or refused alike. Paths and queries with any byte a client could send.
+        #[test]
+        fn uri_from_parts_is_the_uri_parsed_whole(
+            prefix in "(/[a-z0-9-]{1,8}){0,2}",
+            path in "(/[ -~\\x80-\\xff%#?]{0,12}){0,4}",
+            query in proptest::option::of("[ -~]{0,16}"),
+        ) {
+            for server in ["https://127.0.0.1:6443", "http://[::1]:8080", "https://kube.example"] {
+                let whole = format!("{server}{prefix}");
+                let url: Uri = whole.parse().unwrap();
+                let base = Base {
+                    scheme: url.scheme().unwrap().clone(),
+                    authority: url.authority().unwrap().clone(),
+                    path_prefix: url.path().trim_end_matches('/').to_string(),
+                };
+                let path_or_root = if path.is_empty() { "/" } else { &path };
+                let text = match &query {
+                    Some(q) => format!("{server}{prefix}{path_or_root}?{q}"),
+                    None => format!("{server}{prefix}{path_or_root}"),
+                };
+                let parsed = Uri::try_from(text).ok();
+                let built = base.uri_for(&path, query.as_deref()).ok();
+                proptest::prop_assert_eq!(&built, &parsed);
+                if let Some(u) = built {
+                    proptest::prop_assert_eq!(u.scheme(), url.scheme());
+                    proptest::prop_assert_eq!(u.authority(), url.authority());
+                }
+            }
+        }
+    }
 
     fn config(auth_info: AuthInfo) -> Config {
         let mut c = Config::new("https://127.0.0.1:6443".parse().unwrap());
