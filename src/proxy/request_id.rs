@@ -18,16 +18,19 @@ pub fn new_request_id() -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
+    uuid_text(&b)
+}
+
+/// 16 bytes in UUID text form (`8-4-4-4-12` lowercase hex digits). Each byte's two digits go to
+/// a fixed place, so the loop unrolls without a branch or a bounds check.
+fn uuid_text(b: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where each byte's first digit goes: dashes follow bytes 3, 5, 7 and 9.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut id = *b"00000000-0000-0000-0000-000000000000";
-    let mut at = 0;
-    for (i, x) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
+    for (x, at) in b.iter().zip(AT) {
         id[at] = HEX[usize::from(x >> 4)];
         id[at + 1] = HEX[usize::from(x & 0x0f)];
-        at += 2;
     }
     // Hex digits and dashes: always ASCII.
     String::from_utf8(id.to_vec()).unwrap_or_default()
@@ -66,6 +69,18 @@ fn random_bytes(out: &mut [u8; 16]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Every byte's digits in their place, as `{:02x}` writes them.
+        #[test]
+        fn uuid_text_is_the_bytes_in_hex(b in proptest::prelude::any::<[u8; 16]>()) {
+            let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+            let expected = [&hex[..4], &hex[4..6], &hex[6..8], &hex[8..10], &hex[10..]]
+                .map(|g| g.concat())
+                .join("-");
+            proptest::prop_assert_eq!(uuid_text(&b), expected);
+        }
+    }
 
     #[test]
     fn request_ids_are_random_version_4_uuids() {
