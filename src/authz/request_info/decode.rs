@@ -49,7 +49,12 @@ pub(super) fn query_first_lossy(query: &str, key: &str) -> String {
 /// followed by two hex digits.
 fn unescape(s: &str, plus_is_space: bool) -> Option<Cow<'_, [u8]>> {
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b == b'%' || (plus_is_space && b == b'+')) {
+    // A fold with no early exit (a vector loop): most paths and values have nothing to decode.
+    let plus = if plus_is_space { b'+' } else { b'%' };
+    if !bytes
+        .iter()
+        .fold(false, |found, &b| found | (b == b'%') | (b == plus))
+    {
         return Some(Cow::Borrowed(bytes));
     }
     let mut out = Vec::with_capacity(bytes.len());
