@@ -45,8 +45,9 @@ pub fn run(data: &[u8]) {
         groups: all_groups,
         extra: extras.into_iter().collect::<BTreeMap<_, _>>(),
     };
+    let ip = ip.to_string();
     let client = Client {
-        ip,
+        ip: &ip,
         forwarded_for: xff.as_deref(),
         uri: &uri,
     };

@@ -3,8 +3,6 @@
 //! the `Connection: Upgrade` the proxy itself writes; a client's impersonation request is never
 //! granted by an empty policy; `X-Forwarded-For` is only believed from a trusted peer.
 
-use std::net::IpAddr;
-
 use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use kube_oidc_proxy::{
     authn::User,
@@ -86,9 +84,9 @@ pub fn run(data: &[u8]) {
     let mut response = h.clone();
     headers::clean_response(&mut response, upgrade);
 
-    let peer: IpAddr = [192, 0, 2, 7].into();
+    let peer = headers::Peer::new(std::net::SocketAddr::new([192, 0, 2, 7].into(), 40000));
     let trusted = TrustedProxies::parse(&["10.0.0.0/8".into()]).expect("a CIDR");
-    if let Some(xff) = headers::forwarded_for(h.get("x-forwarded-for"), peer, &trusted) {
+    if let Some(xff) = headers::forwarded_for(h.get("x-forwarded-for"), &peer, &trusted) {
         assert_eq!(xff, "192.0.2.7", "an untrusted peer's chain is dropped");
     }
 }

@@ -10,7 +10,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::{
-    ProxyBody, headers, impersonation,
+    ProxyBody,
+    headers::{self, Peer},
+    impersonation,
     inspect::{self, Verdict},
     limits,
     options::ProxyOptions,
@@ -93,14 +95,14 @@ impl Proxy {
     }
 
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        self.handle_on(req, peer, None).await
+        self.handle_on(req, &Arc::new(Peer::new(peer)), None).await
     }
 
     /// [`Proxy::handle`] for a request on a connection that keeps a token memo.
     pub async fn handle_on(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Arc<Peer>,
         memo: Option<&ConnMemo>,
     ) -> Response<ProxyBody> {
         let mut ctx = self.context(&req, peer);
@@ -181,8 +183,8 @@ impl Proxy {
         })
     }
 
-    fn context(&self, req: &Request<Incoming>, peer: SocketAddr) -> Ctx {
-        let trusted = self.opts.trusted_proxies.contains(peer.ip());
+    fn context(&self, req: &Request<Incoming>, peer: &Arc<Peer>) -> Ctx {
+        let trusted = self.opts.trusted_proxies.contains(peer.addr.ip());
         // An Audit-ID from a trusted front proxy ties its logs to ours; anyone else's is ignored.
         let request_id = (trusted.then(|| req.headers().get(headers::AUDIT_ID)).flatten())
             .and_then(|v| v.to_str().ok())
@@ -190,7 +192,7 @@ impl Proxy {
             .map(str::to_string)
             .unwrap_or_else(new_request_id);
         Ctx {
-            peer,
+            peer: peer.clone(),
             uri: req.uri().path_and_query().cloned(),
             // Anyone can write X-Forwarded-For: only a trusted proxy's reaches logs and audit.
             forwarded_for: (trusted
@@ -409,7 +411,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         headers::clean_request(&mut parts.headers, upgrade, &self.opts.identity_headers);
         let trusted = &self.opts.trusted_proxies;
-        if let Some(xff) = headers::forwarded_for(ctx.forwarded_for.as_ref(), ctx.peer.ip(), trusted) {
+        if let Some(xff) = headers::forwarded_for(ctx.forwarded_for.as_ref(), &ctx.peer, trusted) {
             parts.headers.insert(headers::X_FORWARDED_FOR, xff);
         }
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
@@ -419,7 +421,7 @@ impl Proxy {
         match carry {
             Carry::Proxy => {}
             Carry::Impersonate { original } => {
-                let client_ip = self.opts.extra_user_header_client_ip.then(|| ctx.peer.ip());
+                let client_ip = self.opts.extra_user_header_client_ip.then(|| ctx.peer.addr.ip());
                 let mut extra = self.opts.extra_user_headers.clone();
                 if let Some(original) = original {
                     extra.extend(headers::original_user_extras(original));

@@ -3,7 +3,10 @@
 //! headers are dropped (RFC 9110 §7.6.1), and the proxy's own headers are added only after the
 //! client's have been cleaned, so a `Connection:` header can never name them away.
 
-use std::{borrow::Cow, net::IpAddr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, SocketAddr},
+};
 
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version, header};
@@ -408,23 +411,51 @@ fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
     rem == 0 || (a[full] ^ b[full]) >> (8 - rem) == 0
 }
 
+/// A client connection's peer, its address written as text once: the access line and
+/// `X-Forwarded-For` write it for every request on the connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The address as its `Display` writes it: the access line's `src`.
+    pub text: String,
+    /// The peer alone as an `X-Forwarded-For` value (an IPv4-mapped address as IPv4).
+    forwarded: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let mut text = String::new();
+        crate::text::push_ip(&mut text, addr.ip());
+        let mut forwarded = String::new();
+        crate::text::push_ip(&mut forwarded, canonical(addr.ip()));
+        Peer {
+            addr,
+            text,
+            forwarded: HeaderValue::from_str(&forwarded).ok(),
+        }
+    }
+}
+
 /// The `X-Forwarded-For` to send upstream: the client's chain when the peer is a trusted proxy,
 /// followed by the peer itself.
 pub fn forwarded_for(
     incoming: Option<&HeaderValue>,
-    peer: IpAddr,
+    peer: &Peer,
     trusted: &TrustedProxies,
 ) -> Option<HeaderValue> {
-    let peer = canonical(peer);
+    let ip = canonical(peer.addr.ip());
     let chain = incoming
         .and_then(|v| v.to_str().ok())
-        .filter(|_| trusted.contains(peer));
-    let mut value = String::with_capacity(48);
-    if let Some(c) = chain.map(str::trim).filter(|c| !c.is_empty()) {
-        value.push_str(c);
-        value.push_str(", ");
-    }
-    crate::text::push_ip(&mut value, peer);
+        .filter(|_| trusted.contains(ip))
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let Some(chain) = chain else {
+        return peer.forwarded.clone();
+    };
+    let mut value = String::with_capacity(chain.len() + 48);
+    value.push_str(chain);
+    value.push_str(", ");
+    crate::text::push_ip(&mut value, ip);
     HeaderValue::from_str(&value).ok()
 }
 
@@ -779,12 +810,32 @@ mod tests {
     fn forwarded_for_trusts_only_configured_peers() {
         let trusted = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
         let xff = HeaderValue::from_static("203.0.113.7");
-        let from_lb = forwarded_for(Some(&xff), "10.1.2.3".parse().unwrap(), &trusted).unwrap();
+        let peer = |ip: &str| Peer::new(SocketAddr::new(ip.parse().unwrap(), 40000));
+        let from_lb = forwarded_for(Some(&xff), &peer("10.1.2.3"), &trusted).unwrap();
         assert_eq!(from_lb, "203.0.113.7, 10.1.2.3");
-        let spoofed = forwarded_for(Some(&xff), "192.0.2.1".parse().unwrap(), &trusted).unwrap();
+        let spoofed = forwarded_for(Some(&xff), &peer("192.0.2.1"), &trusted).unwrap();
         assert_eq!(spoofed, "192.0.2.1");
-        let v6 = forwarded_for(Some(&xff), "::1".parse().unwrap(), &trusted).unwrap();
+        let v6 = forwarded_for(Some(&xff), &peer("::1"), &trusted).unwrap();
         assert_eq!(v6, "203.0.113.7, ::1");
+        // A trusted peer with nothing (or only spaces) in its chain, and no chain at all.
+        let blank = HeaderValue::from_static("  ");
+        assert_eq!(
+            forwarded_for(Some(&blank), &peer("10.1.2.3"), &trusted).unwrap(),
+            "10.1.2.3"
+        );
+        assert_eq!(
+            forwarded_for(None, &peer("10.1.2.3"), &trusted).unwrap(),
+            "10.1.2.3"
+        );
+        // An IPv4-mapped peer is written as IPv4 on its own and after a chain; the access line
+        // keeps the address as the socket gave it.
+        let mapped = peer("::ffff:10.9.9.9");
+        assert_eq!(forwarded_for(None, &mapped, &trusted).unwrap(), "10.9.9.9");
+        assert_eq!(
+            forwarded_for(Some(&xff), &mapped, &trusted).unwrap(),
+            "203.0.113.7, 10.9.9.9"
+        );
+        assert_eq!(mapped.text, "::ffff:10.9.9.9");
         assert!(trusted.contains("::ffff:10.9.9.9".parse().unwrap()));
         assert!(!trusted.contains("11.0.0.1".parse().unwrap()));
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::{
     ProxyBody,
     body::{Finish, Observed},
+    headers::Peer,
     limits::UserSlot,
     refusal::Refusal,
 };
@@ -29,7 +30,7 @@ use crate::{
 /// What the record phase needs, captured as the request goes. The request's parts are shared
 /// (`Bytes`-backed), not copied.
 pub struct Ctx {
-    pub peer: std::net::SocketAddr,
+    pub peer: Arc<Peer>,
     pub uri: Option<PathAndQuery>,
     /// Only from a trusted proxy.
     pub forwarded_for: Option<HeaderValue>,
@@ -51,7 +52,7 @@ pub struct Ctx {
 impl Ctx {
     fn client(&self) -> Client<'_> {
         Client {
-            ip: self.peer.ip(),
+            ip: &self.peer.text,
             forwarded_for: self.forwarded_for.as_ref().and_then(|v| v.to_str().ok()),
             uri: self.uri.as_ref().map_or("/", PathAndQuery::as_str),
         }
@@ -154,8 +155,9 @@ impl Recorder {
             431 => "<request-head-too-large>",
             _ => "<request-head-not-http>",
         };
+        let ip = peer.ip().to_string();
         let client = Client {
-            ip: peer.ip(),
+            ip: &ip,
             forwarded_for: None,
             uri: what,
         };

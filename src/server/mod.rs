@@ -22,7 +22,10 @@ use self::{
     drive::drive,
     head_clock::{Answered, HeadClock},
 };
-use crate::{authn::issuers::ConnMemo, proxy::Proxy};
+use crate::{
+    authn::issuers::ConnMemo,
+    proxy::{Proxy, headers::Peer},
+};
 
 /// Listener settings from flags.
 #[derive(Debug, Clone, Copy)]
@@ -117,15 +120,16 @@ pub async fn serve(
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let edge_proxy = proxy.clone();
-            // The connection's last token and its user (see `ConnMemo`).
+            // The connection's last token and its user (see `ConnMemo`), and its peer.
             let memo = Arc::new(ConnMemo::default());
+            let peer_info = Arc::new(Peer::new(peer));
             // Both protocols' edges answer what the libraries refuse (see `edge`).
             let result = if h2 {
                 // Each HTTP/2 stream's future is moved into a task of its own: boxed, the
                 // request's several KiB of state move once instead of at every hand-over.
                 let svc = service_fn(move |req| {
-                    let (proxy, memo) = (proxy.clone(), memo.clone());
-                    async move { Ok::<_, Infallible>(Box::pin(proxy.handle_on(req, peer, Some(&memo))).await) }
+                    let (proxy, memo, peer) = (proxy.clone(), memo.clone(), peer_info.clone());
+                    async move { Ok::<_, Infallible>(Box::pin(proxy.handle_on(req, &peer, Some(&memo))).await) }
                 });
                 let io = edge::H2PathGuard::new(tls);
                 let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -139,8 +143,9 @@ pub async fn serve(
                     service_fn(move |req| {
                         clock.head_read();
                         let (proxy, memo, clock) = (proxy.clone(), memo.clone(), clock.clone());
+                        let peer = peer_info.clone();
                         async move {
-                            let resp = proxy.handle_on(req, peer, Some(&memo)).await;
+                            let resp = proxy.handle_on(req, &peer, Some(&memo)).await;
                             Ok::<_, Infallible>(resp.map(|body| Answered::new(body, clock)))
                         }
                     })
