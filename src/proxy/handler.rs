@@ -353,7 +353,9 @@ impl Proxy {
         if let (Some(checked), Some(whole)) = (&fwd.checked, whole) {
             let deadline = self.opts.body_timeout;
             let (plan, snapshot) = (&checked.plan, &checked.snapshot);
-            let verdict = inspect::check_write(
+            // Boxed: the largest state of any await here, held by every request's future
+            // (copied at each hand-over) though only checked writes reach it.
+            let verdict = Box::pin(inspect::check_write(
                 cluster,
                 &parts,
                 whole,
@@ -362,7 +364,7 @@ impl Proxy {
                 info,
                 requester_of(user),
                 deadline,
-            )
+            ))
             .await?;
             if let Verdict::Answer(resp) = verdict {
                 self.recorder.audit(ctx, user, info, AuditDecision::Allow, None);
