@@ -16,18 +16,34 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 /// headers); it is a credential like `Authorization` and is handled the same way.
 const WS_BEARER_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
+/// The hop-by-hop headers (RFC 9110 §7.6.1), as text: the one list [`HOP_BY_HOP`] and the
+/// first-byte table [`CLEANED_FIRST`] are both made from.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
 /// As names, not text: comparing and removing by a `HeaderName` neither parses nor lowercases.
 /// A static, not a const: a const array of names is built and dropped again at every use.
 static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[7]),
 ];
+
+/// The prefix of the impersonation headers (`Impersonate-User`, `Impersonate-Extra-*`, ...).
+const IMPERSONATE_PREFIX: &str = "impersonate-";
 
 /// kube-apiserver's request ID header, sent upstream and answered.
 pub const AUDIT_ID: HeaderName = HeaderName::from_static("audit-id");
@@ -214,25 +230,21 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
 /// names, `Upgrade`, `Sec-WebSocket-Protocol` and `Impersonate-*`. Every header of every message
 /// is looked at; one whose name starts with none of these is passed over after one look-up,
 /// where comparing it with each name costs about fifty instructions.
-const CLEANED_FIRST: [bool; 256] = first_bytes(&[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "sec-websocket-protocol",
-    "impersonate-",
-]);
+const CLEANED_FIRST: [bool; 256] = first_bytes(
+    &HOP_BY_HOP_NAMES,
+    &["upgrade", "sec-websocket-protocol", IMPERSONATE_PREFIX],
+);
 
-const fn first_bytes(names: &[&str]) -> [bool; 256] {
+const fn first_bytes(names: &[&str], more: &[&str]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut i = 0;
-    while i < names.len() {
-        table[names[i].as_bytes()[0] as usize] = true;
+    while i < names.len() + more.len() {
+        let name = if i < names.len() {
+            names[i]
+        } else {
+            more[i - names.len()]
+        };
+        table[name.as_bytes()[0] as usize] = true;
         i += 1;
     }
     table
@@ -246,7 +258,7 @@ fn first_byte(name: &HeaderName) -> usize {
 /// `Impersonate-*`: a client's are read by [`super::impersonation`] and never sent on as they
 /// came; the proxy writes its own after cleaning.
 fn is_impersonation(name: &HeaderName) -> bool {
-    name.as_str().starts_with("impersonate-")
+    name.as_str().starts_with(IMPERSONATE_PREFIX)
 }
 
 /// Cleans a client request's headers before it goes upstream. `upgrade` keeps `Connection:
