@@ -183,6 +183,7 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
         http2_max_streams: args.http2_max_streams_per_connection,
         header_read_timeout: args.request_header_timeout,
         handshake_timeout: Duration::from_secs(10),
+        upstream_header_timeout: args.upstream_response_header_timeout,
     };
     let server = tokio::spawn(server::serve(
         listener,

@@ -198,7 +198,7 @@ impl TokenReviewer {
             .map_err(|e| ReviewError::Upstream(e.to_string()))?;
         let resp = cluster
             .upstream
-            .send(req)
+            .send(req, None)
             .await
             .map_err(|e| ReviewError::Upstream(e.to_string()))?;
         let code = resp.status().as_u16();

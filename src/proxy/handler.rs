@@ -32,7 +32,7 @@ use crate::{
         requester::{self, Requester, WritePlan},
         reviews::{self, SelfReview, UserView},
     },
-    cluster::{Cluster, Registry, token_review::TokenReviewer},
+    cluster::{Cluster, Registry, token_review::TokenReviewer, upstream::Watchdog},
     config::clusters::Identity,
     metrics,
 };
@@ -45,6 +45,16 @@ pub struct Proxy {
     pub recorder: Recorder,
     pub opts: ProxyOptions,
     pub streams: Streams,
+}
+
+/// What the connection a request came on keeps for its requests.
+#[derive(Clone, Copy, Default)]
+pub struct Conn<'a> {
+    /// The connection's last token and its user.
+    pub memo: Option<&'a ConnMemo>,
+    /// Wakes the request while it waits for the upstream's response headers (HTTP/1.1: the
+    /// connection's clock); without one, the wait keeps a timer of its own.
+    pub watchdog: Option<&'a dyn Watchdog>,
 }
 
 /// A write checked by a dry run before it is sent (see [`super::inspect`]).
@@ -95,18 +105,20 @@ impl Proxy {
     }
 
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        self.handle_on(req, &Arc::new(Peer::new(peer)), None).await
+        self.handle_on(req, &Arc::new(Peer::new(peer)), Conn::default())
+            .await
     }
 
-    /// [`Proxy::handle`] for a request on a connection that keeps a token memo.
+    /// [`Proxy::handle`] for a request on a connection that keeps a token memo, and perhaps a
+    /// clock that watches the wait for the upstream's answer.
     pub async fn handle_on(
         &self,
         req: Request<Incoming>,
         peer: &Arc<Peer>,
-        memo: Option<&ConnMemo>,
+        conn: Conn<'_>,
     ) -> Response<ProxyBody> {
         let mut ctx = self.context(&req, peer);
-        match self.serve(req, &mut ctx, memo).await {
+        match self.serve(req, &mut ctx, conn).await {
             Ok(resp) => resp,
             Err(refusal) => self.recorder.refused(&mut ctx, refusal),
         }
@@ -117,14 +129,14 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         ctx: &mut Ctx,
-        memo: Option<&ConnMemo>,
+        conn: Conn<'_>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         // A path the HTTP/2 guard put in place of one too long to hold: a 414 for anyone.
         if let Some(len) = super::size::uri_too_long(req.uri().path()) {
             return Err(Refusal::UriTooLong(Some(len)));
         }
         // Before anything else, so an unauthenticated client learns nothing.
-        let Authenticated { user, reviewed } = self.authenticate(&req, memo).await?;
+        let Authenticated { user, reviewed } = self.authenticate(&req, conn.memo).await?;
         ctx.user = Some(user.clone());
         let route = self.route(&req).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let cluster = (self.clusters.get(route.cluster))
@@ -165,7 +177,8 @@ impl Proxy {
             checked,
             carry,
         };
-        self.forward(req, fwd, &cluster, &user, &info, ctx).await
+        self.forward(req, fwd, &cluster, &user, &info, ctx, conn.watchdog)
+            .await
     }
 
     /// The cluster and Kubernetes path of a request: from the path, or from the host name with
@@ -310,6 +323,7 @@ impl Proxy {
         Ok(self.recorder.answered(ctx, resp))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut req: Request<Incoming>,
@@ -318,6 +332,7 @@ impl Proxy {
         user: &User,
         info: &RequestInfo,
         ctx: &mut Ctx,
+        watchdog: Option<&dyn Watchdog>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let client_upgrade = fwd.upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -379,8 +394,8 @@ impl Proxy {
 
         let up_req = Request::from_parts(parts, body);
         let sent = match fwd.carry {
-            Carry::UserToken { .. } => cluster.upstream.send_as_user(up_req).await,
-            _ => cluster.upstream.send(up_req).await,
+            Carry::UserToken { .. } => cluster.upstream.send_as_user(up_req, watchdog).await,
+            _ => cluster.upstream.send(up_req, watchdog).await,
         };
         let mut resp = sent.map_err(|error| Refusal::Upstream {
             cluster: cluster.name.clone(),

@@ -62,7 +62,7 @@ async fn dry_run(
     h.remove(header::ACCEPT_ENCODING);
     h.remove(header::CONNECTION);
     h.remove(header::UPGRADE);
-    let resp = cluster.upstream.send(req).await.map_err(upstream)?;
+    let resp = cluster.upstream.send(req, None).await.map_err(upstream)?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let body = read_body(resp.into_body(), MAX_INSPECTED_BODY, deadline)

@@ -20,7 +20,7 @@ pub mod upgrade;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 
-pub use handler::Proxy;
+pub use handler::{Conn, Proxy};
 pub use options::ProxyOptions;
 pub use record::Recorder;
 

@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     authn::issuers::ConnMemo,
-    proxy::{Proxy, headers::Peer},
+    proxy::{Conn, Proxy, headers::Peer},
 };
 
 /// Listener settings from flags.
@@ -33,6 +33,9 @@ pub struct ServeOptions {
     pub http2_max_streams: u32,
     pub header_read_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// `--upstream-response-header-timeout`: an HTTP/1.1 connection's clock watches that wait
+    /// for its requests.
+    pub upstream_header_timeout: Duration,
 }
 
 /// HTTP/1.1 and HTTP/2 servers, chosen per connection by the ALPN result rather than by sniffing.
@@ -129,15 +132,23 @@ pub async fn serve(
                 // request's several KiB of state move once instead of at every hand-over.
                 let svc = service_fn(move |req| {
                     let (proxy, memo, peer) = (proxy.clone(), memo.clone(), peer_info.clone());
-                    async move { Ok::<_, Infallible>(Box::pin(proxy.handle_on(req, &peer, Some(&memo))).await) }
+                    async move {
+                        let conn = Conn {
+                            memo: Some(&memo),
+                            watchdog: None,
+                        };
+                        Ok::<_, Infallible>(Box::pin(proxy.handle_on(req, &peer, conn)).await)
+                    }
                 });
                 let io = edge::H2PathGuard::new(tls);
                 let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 drive(conn.into_owned(), &drain, &hard).await
             } else {
-                let timeout = opts.header_read_timeout;
-                // With no timeout (0) the clock is kept but never looked at.
-                let clock = Arc::new(HeadClock::new(timeout));
+                // With neither limit (0) the clock is kept but never looked at.
+                let clock = Arc::new(HeadClock::new(
+                    opts.header_read_timeout,
+                    opts.upstream_header_timeout,
+                ));
                 let svc = {
                     let clock = clock.clone();
                     service_fn(move |req| {
@@ -145,7 +156,11 @@ pub async fn serve(
                         let (proxy, memo, clock) = (proxy.clone(), memo.clone(), clock.clone());
                         let peer = peer_info.clone();
                         async move {
-                            let resp = proxy.handle_on(req, &peer, Some(&memo)).await;
+                            let conn = Conn {
+                                memo: Some(&memo),
+                                watchdog: Some(&*clock),
+                            };
+                            let resp = proxy.handle_on(req, &peer, conn).await;
                             Ok::<_, Infallible>(resp.map(|body| Answered::new(body, clock)))
                         }
                     })
@@ -156,7 +171,7 @@ pub async fn serve(
                     biased;
                     r = drive(conn.into_owned(), &drain, &hard) => r,
                     // A request head awaited for the whole timeout (slowloris, or idle keep-alive).
-                    _ = clock.expired(), if !timeout.is_zero() => {
+                    _ = clock.expired(), if clock.keeps_time() => {
                         tracing::debug!(%peer, "request header timeout: connection closed");
                         Ok(())
                     }
