@@ -76,7 +76,10 @@ pub struct Change {
 /// previous version keeps serving meanwhile, and the replacement keeps trying).
 pub const HANDOVER_REPORT: std::time::Duration = std::time::Duration::from_secs(30);
 
-type Table = ArcSwap<HashMap<String, Arc<Cluster>>>;
+/// Looked up once per request. The names come from configuration, so a per-process seed is
+/// enough, and foldhash costs a fraction of SipHash on a short name.
+type Clusters = HashMap<String, Arc<Cluster>, foldhash::fast::RandomState>;
+type Table = ArcSwap<Clusters>;
 
 pub struct Registry {
     table: Arc<Table>,
@@ -146,7 +149,7 @@ fn note(changes: &Mutex<BTreeMap<String, Change>>, name: &str, source: Source, e
 fn swap_in(table: &Table, name: &str, cluster: Arc<Cluster>) {
     let mut replaced = None;
     table.rcu(|t| {
-        let mut t = HashMap::clone(t);
+        let mut t = Clusters::clone(t);
         replaced = t.insert(name.to_owned(), cluster.clone());
         t
     });
@@ -179,7 +182,7 @@ impl Registry {
         shutdown: CancellationToken,
     ) -> Self {
         Registry {
-            table: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            table: Arc::new(ArcSwap::from_pointee(Clusters::default())),
             pending: Arc::default(),
             role_file,
             capi,
@@ -335,7 +338,7 @@ impl Registry {
         }
         let mut removed = None;
         self.table.rcu(|t| {
-            let mut t = HashMap::clone(t);
+            let mut t = Clusters::clone(t);
             removed = t.remove(name);
             t
         });
