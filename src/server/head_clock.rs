@@ -13,8 +13,9 @@
 //!   idle time included, as hyper's did;
 //! - it wakes the connection's task when an upstream answer is overdue: the request, polled
 //!   with the connection, sees its deadline has passed and answers 504;
-//! - while the connection is busy it wakes at most once per the shorter of the two limits, so a
-//!   deadline set after it last looked is never missed by more than that.
+//! - while the connection is busy (a long HTTP/1.1 watch included) it looks once per the
+//!   shorter of the two limits: an upstream deadline set since its last look is at least that
+//!   far away, so the timer always looks again before it falls due, and then sleeps until it.
 
 use std::{
     pin::{Pin, pin},
