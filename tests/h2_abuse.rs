@@ -267,9 +267,12 @@ async fn a_continuation_flood_is_cut_off() {
         goaway.is_some() || closed,
         "after {sent} bytes of CONTINUATION the connection is still open"
     );
-    // The header list the proxy takes is 1 MiB: the block is refused within a few times that
-    // (the edge guard holds up to 2 MiB of an unfinished block, then h2 refuses it).
-    assert!(sent < 8 << 20, "{sent} bytes of one header block taken");
+    // The header list the proxy takes is 1 MiB, and the edge guard holds up to 2 MiB of an
+    // unfinished block before h2 refuses it. `sent` also counts what the two kernels buffered
+    // on loopback (the sender's up to tcp_wmem's 4 MiB, the proxy's autotuned receive buffer):
+    // 4 to 7 MiB in most runs, 11 MiB once in CI. Well under the 32 MiB the attack would send,
+    // and `under_attack` has checked that the proxy kept none of it (RSS).
+    assert!(sent < 16 << 20, "{sent} bytes of one header block taken");
 }
 
 #[tokio::test]
