@@ -48,7 +48,7 @@ pub struct Proxy {
 }
 
 /// What the connection a request came on keeps for its requests.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct Conn<'a> {
     /// The connection's last token and its user.
     pub memo: Option<&'a ConnMemo>,
@@ -104,12 +104,7 @@ impl Proxy {
         self.recorder.edge_refused(peer, code);
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        self.handle_on(req, &Arc::new(Peer::new(peer)), Conn::default())
-            .await
-    }
-
-    /// [`Proxy::handle`] for a request on a connection that keeps a token memo, and perhaps a
+    /// One request, with what its connection keeps for it: the token memo, and on HTTP/1.1 the
     /// clock that watches the wait for the upstream's answer.
     pub async fn handle_on(
         &self,
