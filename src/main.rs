@@ -20,8 +20,8 @@ async fn main() -> anyhow::Result<()> {
     let matches = Args::command().version(VERSION).get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(Command::PrintRbac { cluster, namespaces }) = &args.command {
-        if !kube_oidc_proxy::config::valid_cluster_name(cluster) {
-            eprintln!("error: --cluster {cluster:?} is not a valid cluster name");
+        if let Some(problem) = kube_oidc_proxy::config::cluster_name_problem(cluster) {
+            eprintln!("error: --cluster: {problem}");
             std::process::exit(2);
         }
         print!("{}", mirror_manifests(cluster, namespaces));

@@ -68,8 +68,11 @@ pub fn render(a: &KubeconfigArgs) -> Result<String, String> {
     if clusters.is_empty() {
         return Err("no clusters to write".into());
     }
-    if let Some(bad) = clusters.iter().find(|c| !crate::config::valid_cluster_name(c)) {
-        return Err(format!("{bad:?} is not a valid cluster name"));
+    if let Some(problem) = clusters
+        .iter()
+        .find_map(|c| crate::config::cluster_name_problem(c))
+    {
+        return Err(problem);
     }
     let ca = match &a.ca_file {
         Some(path) => {
@@ -275,7 +278,9 @@ mod tests {
         assert!(render(&a).unwrap_err().contains("https://"));
         let mut a = args();
         a.clusters = vec!["../x".into()];
-        assert!(render(&a).unwrap_err().contains("not a valid cluster name"));
+        assert!(render(&a).unwrap_err().contains("invalid cluster name \"../x\""));
+        a.clusters = vec!["apis".into()];
+        assert!(render(&a).unwrap_err().contains("\"apis\" is reserved"));
         let mut a = args();
         a.clusters = vec![];
         assert!(render(&a).unwrap_err().contains("--clusters"));

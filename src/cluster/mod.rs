@@ -3,6 +3,7 @@
 //! background task that keeps its RBAC snapshot current.
 
 pub mod rbac;
+pub mod shown;
 pub mod token_review;
 pub mod upstream;
 pub mod watch_cache;
@@ -432,7 +433,7 @@ impl Registry {
         // Removed from their source (and not provided by the other one).
         for (name, cluster) in current.iter() {
             let wanted = sources.file.contains_key(name)
-                || (sources.secret.contains_key(name) && crate::config::valid_cluster_name(name));
+                || (sources.secret.contains_key(name) && crate::config::cluster_name_problem(name).is_none());
             if !wanted {
                 tracing::info!(cluster = %name, source = cluster.source.as_str(), "removed cluster");
                 self.remove(name);
@@ -501,12 +502,9 @@ impl Registry {
                 tracing::error!(cluster = %name, "{message}");
                 continue;
             }
-            if !crate::config::valid_cluster_name(name) {
-                tracing::error!(
-                    cluster = %name,
-                    "skipping key {name:?} of the kubeconfigs Secret: not a valid cluster name (use letters, digits, '-', '.', '_')"
-                );
-                self.note(name, Source::Secret, Some("not a valid cluster name".into()));
+            if let Some(problem) = crate::config::cluster_name_problem(name) {
+                tracing::error!(cluster = %name, "skipping key {name:?} of the kubeconfigs Secret: {problem}");
+                self.note(name, Source::Secret, Some(problem));
                 continue;
             }
             let identity = match entry.identity.as_deref().map(|v| (v, Identity::parse(v))) {

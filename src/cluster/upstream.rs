@@ -92,7 +92,7 @@ pub struct Upstream {
     /// that carry the user's own token (`passthrough-user-token`, `--token-passthrough`).
     bare: Box<HyperClient>,
     header_timeout: Duration,
-    /// The server URL, for logs.
+    /// The server URL as it may be shown (no userinfo, no query), for logs and `/clusters`.
     pub server: String,
 }
 
@@ -176,7 +176,8 @@ impl Upstream {
         let url = &config.cluster_url;
         let (Some(scheme), Some(authority)) = (url.scheme(), url.authority()) else {
             return Err(UpstreamError::Kubeconfig(format!(
-                "server URL {url} has no scheme or host"
+                "server URL {} has no scheme or host",
+                super::shown::server_url(url)
             )));
         };
         let client = hyper_client(config, opts)?;
@@ -210,7 +211,7 @@ impl Upstream {
             sender,
             bare,
             header_timeout: opts.response_header_timeout,
-            server: url.to_string(),
+            server: super::shown::server_url(url),
         })
     }
 
@@ -420,20 +421,8 @@ fn classify(e: BoxError) -> UpstreamError {
     UpstreamError::Failed(text)
 }
 
-/// `a: b: c` from an error and its sources, for logs.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        source = inner.source();
-    }
-    s
-}
+/// `a: b: c` from an error and its sources, for logs, with no credential in it.
+pub use super::shown::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 #[error("connect and TLS handshake took longer than {0:?}")]

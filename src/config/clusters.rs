@@ -9,7 +9,7 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{ConfigError, valid_cluster_name};
+use super::{ConfigError, cluster_name_problem};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,15 +124,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         };
         let line = name.referenced.line();
         let field = format!("clusters[{i}].name");
-        if !valid_cluster_name(&name.value) {
-            loaded.skipped.push(err(
-                line,
-                field,
-                format!(
-                    "invalid cluster name {:?} (use letters, digits, '-', '.', '_')",
-                    name.value
-                ),
-            ));
+        if let Some(problem) = cluster_name_problem(&name.value) {
+            loaded.skipped.push(err(line, field, problem));
             continue;
         }
         if !seen.insert(name.value.clone()) {
@@ -268,12 +261,38 @@ mod tests {
     }
 
     #[test]
+    fn reserved_names_are_skipped_with_file_line_and_field() {
+        let loaded = parse(
+            p(),
+            "clusters:\n- name: k8s\n  kubeconfig: a\n- name: api\n  kubeconfig: b\n- name: version\n  kubeconfig: c\n",
+        )
+        .unwrap();
+        let names: Vec<_> = loaded.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["k8s"]);
+        let errors: Vec<_> = loaded.skipped.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("clusters.yaml:4: clusters[1].name: ")
+                && errors[0].contains("\"api\" is reserved"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("clusters.yaml:6: clusters[2].name: "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn names() {
+        for reserved in crate::config::RESERVED_CLUSTER_NAMES {
+            assert!(cluster_name_problem(reserved).is_some(), "{reserved}");
+        }
+        assert_eq!(cluster_name_problem("apis-prod"), None);
         for ok in ["k8s", "a.b-c_d", "C1"] {
-            assert!(valid_cluster_name(ok), "{ok}");
+            assert!(crate::config::valid_cluster_name(ok), "{ok}");
         }
         for bad in ["", ".", "..", "a/b", "a%2Fb", "a b", "ä"] {
-            assert!(!valid_cluster_name(bad), "{bad}");
+            assert!(!crate::config::valid_cluster_name(bad), "{bad}");
         }
     }
 }

@@ -34,6 +34,44 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The first path segments of what kube-apiserver serves at its root. With
+/// `--cluster-host-suffix` both routing styles work at once, so a cluster named like one of these
+/// would make the first segment of every host-style request (`/api/v1/...`) name that cluster.
+/// Such names are refused wherever clusters come from.
+pub const RESERVED_CLUSTER_NAMES: &[&str] = &[
+    "api",
+    "apis",
+    "version",
+    "healthz",
+    "livez",
+    "readyz",
+    "openapi",
+    "openid",
+    ".well-known",
+    "metrics",
+    "logs",
+    "debug",
+    "swagger.json",
+    "swagger-2.0.0.json",
+    "swagger-2.0.0.pb-v1",
+    "swaggerapi",
+    "swagger-ui",
+    "ui",
+];
+
+/// Why `name` cannot be a cluster's name (see [`valid_cluster_name`] and
+/// [`RESERVED_CLUSTER_NAMES`]), worded for an error message; `None` when it can.
+pub fn cluster_name_problem(name: &str) -> Option<String> {
+    if !valid_cluster_name(name) {
+        return Some(format!(
+            "invalid cluster name {name:?} (use letters, digits, '-', '.', '_')"
+        ));
+    }
+    RESERVED_CLUSTER_NAMES.contains(&name).then(|| {
+        format!("cluster name {name:?} is reserved: it is the first segment of Kubernetes API paths")
+    })
+}
+
 /// Valid cluster names are URL path segments that need no escaping and cannot walk the path:
 /// `[-._a-zA-Z0-9]+`, but not `.` or `..`. The same rule applies to routing.
 pub fn valid_cluster_name(name: &str) -> bool {
