@@ -497,6 +497,7 @@ fn proxy_options(args: &Args) -> Result<ProxyOptions, StartError> {
         body_timeout: args.request_body_timeout,
         max_request_body: usize::try_from(args.max_request_body_bytes).unwrap_or(usize::MAX),
         cluster_host_suffix: args.cluster_host_suffix.clone(),
+        allow_csr_as_proxy: args.allow_csr_as_proxy,
         ..ProxyOptions::default()
     })
 }

@@ -153,6 +153,60 @@ async fn events_carry_the_seed_fields_and_the_request_id() {
     assert_eq!(deny.2["resource"], "secrets");
 }
 
+/// kube-apiserver audits non-resource requests; so does the proxy, allowed and denied alike.
+#[tokio::test]
+async fn non_resource_requests_are_audited() {
+    let (iss, api, hook, p) = setup(&[]).await;
+    api.store().put(
+        "clusterroles",
+        support::objects::cluster_role(
+            "version-reader",
+            json!([{"nonResourceURLs": ["/version"], "verbs": ["get"]}]),
+        ),
+    );
+    api.store().put(
+        "clusterrolebindings",
+        support::objects::cluster_role_binding(
+            "version-readers",
+            "version-reader",
+            json!([support::objects::group("system:authenticated")]),
+        ),
+    );
+    let t = iss.token().sub("ann").sign();
+    let mut code = StatusCode::IM_A_TEAPOT;
+    for _ in 0..100 {
+        code = p.get("/k8s/version", Some(&t)).await.0;
+        if code == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        p.get("/k8s/logs/kube-apiserver.log", Some(&t)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    wait_until("both events", 5, || {
+        let evs = hook.events();
+        evs.iter()
+            .any(|e| e.2["request_path"] == "/version" && e.2["decision"] == "allow")
+            && evs
+                .iter()
+                .any(|e| e.2["request_path"] == "/logs/kube-apiserver.log")
+    })
+    .await;
+    let evs = hook.events();
+    let version = evs.iter().find(|e| e.2["request_path"] == "/version").unwrap();
+    assert_eq!(version.2["is_resource_request"], false, "{}", version.2);
+    assert_eq!(version.2["verb"], "get");
+    assert_eq!(version.2["email"], "ann");
+    let logs = evs
+        .iter()
+        .find(|e| e.2["request_path"] == "/logs/kube-apiserver.log")
+        .unwrap();
+    assert_eq!(logs.2["decision"], "deny", "{}", logs.2);
+}
+
 #[tokio::test]
 async fn a_stalled_or_failing_webhook_never_slows_requests_and_loses_nothing_within_the_queue() {
     let (iss, _api, hook, p) = setup(&["--audit-webhook-queue-size=100"]).await;

@@ -96,9 +96,11 @@ async fn kubectl_as_needs_impersonate_grants_and_acts_as_the_target() {
         p.log
             .lines()
             .iter()
-            .any(|l| l.contains("AuSuccess") && l.contains("bob")),
-        "{line}"
+            .any(|l| l.contains("AuSuccess") && l.contains("inbound:[bob / team / ] impersonator:[ann / ]")),
+        "the access line names bob and the person behind him: {:?}",
+        p.log.lines()
     );
+    let _ = line;
     let mut event = Value::Null;
     wait_until("the audit event", 5, || {
         event = hook
@@ -198,6 +200,69 @@ async fn impersonate_mode_sends_the_target_and_the_person_behind_it() {
         up.header_all("impersonate-extra-authentication.kubernetes.io%2foriginal-groups"),
         ["staff"]
     );
+}
+
+/// Extras that name the real person upstream are the proxy's to write: a caller allowed to
+/// impersonate any extra still cannot ask for them, in any mode.
+#[tokio::test]
+async fn clients_cannot_write_the_extras_that_name_the_real_person() {
+    let iss = issuer().run().await;
+    let api = apiserver().name("k8s").run().await;
+    grants(&api);
+    api.store().put(
+        "clusterroles",
+        cluster_role(
+            "impersonate-all-extras",
+            json!([{"apiGroups": ["authentication.k8s.io"], "resources": ["*"], "verbs": ["impersonate"]}]),
+        ),
+    );
+    api.store().put(
+        "clusterrolebindings",
+        cluster_role_binding("ann-extras", "impersonate-all-extras", json!([user("ann")])),
+    );
+    let p = proxy(&iss)
+        .arg("--impersonate-upstream")
+        .arg("--extra-user-headers=team=platform")
+        .cluster("k8s", &api, "", Cred::Token("proxy-token".into()))
+        .run()
+        .await;
+    let ann = iss.token().sub("ann").groups(&["ops"]).sign();
+    let path = format!("/k8s{CONFIGMAPS}");
+    // An extra she may impersonate goes through.
+    let (code, _) = get(
+        &p,
+        &path,
+        &ann,
+        &[AS_BOB[0], AS_BOB[1], ("impersonate-extra-scopes", "x")],
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    api.clear_requests();
+    for key in [
+        "authentication.kubernetes.io%2foriginal-username",
+        "Authentication.Kubernetes.io%2FOriginal-Groups",
+        "authentication.kubernetes.io%2foriginal-uid",
+        "remote-client-ip",
+        "team",
+    ] {
+        let name = format!("impersonate-extra-{key}");
+        let (code, status) = get(
+            &p,
+            &path,
+            &ann,
+            &[AS_BOB[0], AS_BOB[1], (name.as_str(), "mallory")],
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{key}: {status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("set by the proxy"),
+            "{status}"
+        );
+    }
+    assert!(api.user_requests().is_empty(), "nothing reached the cluster");
 }
 
 #[tokio::test]

@@ -553,7 +553,7 @@ async fn self_review_bodies_are_small() {
 
 #[tokio::test]
 async fn certificate_requests_need_the_rights_kube_trusts_the_requester_with() {
-    let (iss, api, p) = setup(&[]).await;
+    let (iss, api, p) = setup(&["--allow-csr-as-proxy"]).await;
     api.store().put(
         "clusterroles",
         cluster_role(
@@ -596,6 +596,50 @@ async fn certificate_requests_need_the_rights_kube_trusts_the_requester_with() {
     // devops holds everything, nodeclient included.
     let devops = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
     assert_eq!(send(&p, "POST", path, &devops, &ct, &csr).await.0, StatusCode::OK);
+}
+
+/// With the proxy's credentials a CSR would carry the proxy as its requester: refused unless
+/// the operator allows it; with `--impersonate-upstream` the cluster records the person.
+#[tokio::test]
+async fn no_csr_carries_the_proxys_name_for_a_user() {
+    let csr = json!({"kind": "CertificateSigningRequest", "metadata": {"name": "mine"},
+                     "spec": {"signerName": "kubernetes.io/kube-apiserver-client", "request": "", "usages": ["client auth"]}})
+    .to_string();
+    let path = "/k8s/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let ct = [("content-type", "application/json")];
+    let apply = [("content-type", "application/apply-patch+yaml")];
+    for (args, allowed) in [(vec![], false), (vec!["--impersonate-upstream"], true)] {
+        let (iss, api, p) = setup(&args).await;
+        let devops = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
+        api.clear_requests();
+        let tries = [
+            ("POST", path.to_string(), &ct),
+            ("PUT", format!("{path}/mine"), &ct),
+            ("PATCH", format!("{path}/mine?fieldManager=k"), &apply),
+        ];
+        for (method, path, headers) in tries {
+            let (code, _, body) = send(&p, method, &path, &devops, headers.as_slice(), &csr).await;
+            if allowed {
+                assert_ne!(code, StatusCode::FORBIDDEN, "{args:?} {method}: {body}");
+            } else {
+                assert_eq!(code, StatusCode::FORBIDDEN, "{method}: {body}");
+                let message = body["message"].as_str().unwrap_or("");
+                assert!(
+                    message.contains("--impersonate-upstream") && message.contains("--allow-csr-as-proxy"),
+                    "{body}"
+                );
+            }
+        }
+        if !allowed {
+            assert!(
+                user_paths(&api)
+                    .iter()
+                    .all(|p| !p.contains("certificatesigningrequests")),
+                "nothing reached the cluster, not even a dry run: {:?}",
+                user_paths(&api)
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -55,6 +55,7 @@ pub fn run(data: &[u8]) {
         request_id: "0123456789abcdef",
         cluster: Some("k8s"),
         code: 200,
+        impersonator: None,
     };
     for format in [Format::Text, Format::Json] {
         let mut success = String::new();

@@ -3,6 +3,10 @@
 //! `[2021-11-25T01:05:17+0000] AuSuccess src:[<ip> / <xff>] URI:<uri> inbound:[<user> / <g1|g2> / <extras>]`
 //! `[2021-11-25T01:05:24+0000] AuFail src:[<ip> / <xff>] URI:<uri>`
 //!
+//! A request made with `kubectl --as` is decided as the user it acts as, which `inbound` names;
+//! the person who logged in follows as `impersonator:[<user> / <g1|g2>]` (JSON: `impersonator`
+//! and `impersonator_groups`), so the access log alone says who did it.
+//!
 //! Differences from the Go proxy, on purpose: IPv6 addresses are printed whole, and control
 //! characters from the request or the token are escaped so one request can never forge a line.
 
@@ -37,11 +41,14 @@ pub enum Format {
     Json,
 }
 
-/// What the JSON form adds to the Go proxy's fields.
+/// What the lines add to the Go proxy's fields: the JSON form's request ID, cluster and status
+/// code, and in both forms the person behind a `kubectl --as`.
 pub struct Extra<'a> {
     pub request_id: &'a str,
     pub cluster: Option<&'a str>,
     pub code: u16,
+    /// The authenticated person when the request acts as another user.
+    pub impersonator: Option<&'a User>,
 }
 
 /// Appends an `AuSuccess` line to `out`.
@@ -54,7 +61,7 @@ pub fn write_success(
     extra: &Extra<'_>,
 ) {
     match format {
-        Format::Text => success_text(out, now, client, user),
+        Format::Text => success_text(out, now, client, user, extra.impersonator),
         Format::Json => out.push_str(&json_line(now, "AuSuccess", client, Some(user), extra)),
     }
 }
@@ -95,6 +102,10 @@ fn json_line(
         v["groups"] = u.token_groups().collect::<Vec<_>>().into();
         v["extra"] = serde_json::to_value(&u.extra).unwrap_or_default();
     }
+    if let (Some(_), Some(person)) = (user, extra.impersonator) {
+        v["impersonator"] = person.name.clone().into();
+        v["impersonator_groups"] = person.token_groups().collect::<Vec<_>>().into();
+    }
     let mut line = v.to_string();
     // serde_json escapes C0 only: DEL, C1 and the invisible characters are escaped here as
     // `\uXXXX` (surrogate pairs above U+FFFF), so a JSON line shows what the text line shows.
@@ -116,17 +127,16 @@ fn json_line(
     line
 }
 
-fn success_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>, user: &User) {
+fn success_text(
+    s: &mut String,
+    now: OffsetDateTime,
+    client: &Client<'_>,
+    user: &User,
+    impersonator: Option<&User>,
+) {
     prefix(s, now, "AuSuccess", client, true);
     s.push_str(" inbound:[");
-    escape_into(s, &user.name);
-    s.push_str(" / ");
-    for (i, g) in user.token_groups().enumerate() {
-        if i > 0 {
-            s.push('|');
-        }
-        escape_into(s, g);
-    }
+    name_and_groups(s, user);
     s.push_str(" / ");
     for (k, vs) in &user.extra {
         escape_with(s, k, b"=");
@@ -139,7 +149,25 @@ fn success_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>, user: 
         }
         s.push(' ');
     }
-    s.push_str("]\n");
+    s.push(']');
+    if let Some(person) = impersonator {
+        s.push_str(" impersonator:[");
+        name_and_groups(s, person);
+        s.push(']');
+    }
+    s.push('\n');
+}
+
+/// `<user> / <g1|g2>`, escaped (`system:authenticated` left out, as every user has it).
+fn name_and_groups(s: &mut String, user: &User) {
+    escape_into(s, &user.name);
+    s.push_str(" / ");
+    for (i, g) in user.token_groups().enumerate() {
+        if i > 0 {
+            s.push('|');
+        }
+        escape_into(s, g);
+    }
 }
 
 fn fail_text(s: &mut String, now: OffsetDateTime, client: &Client<'_>) {
@@ -271,7 +299,7 @@ mod tests {
 
     fn success_line(now: OffsetDateTime, client: &Client<'_>, user: &User) -> String {
         let mut s = String::new();
-        success_text(&mut s, now, client, user);
+        success_text(&mut s, now, client, user, None);
         s
     }
 
@@ -355,6 +383,7 @@ mod tests {
             request_id: "rid-1",
             cluster: Some("k"),
             code: 200,
+            impersonator: None,
         };
         let line = success(
             Format::Json,
@@ -388,6 +417,46 @@ mod tests {
     }
 
     #[test]
+    fn a_kubectl_as_line_names_the_person_too() {
+        let c = Client {
+            ip: "10.0.0.9",
+            forwarded_for: None,
+            uri: "/k/api/v1/pods",
+        };
+        let mut target = user();
+        target.name = "bob".into();
+        target.groups = vec!["system:authenticated".into()];
+        let mut person = user();
+        person.name = "mallory]x".into();
+        let extra = Extra {
+            request_id: "rid-1",
+            cluster: Some("k"),
+            code: 200,
+            impersonator: Some(&person),
+        };
+        let now = datetime!(2021-11-25 01:05:17 UTC);
+        let text = success(Format::Text, now, &c, &target, &extra);
+        assert!(
+            text.ends_with("inbound:[bob /  / ] impersonator:[mallory\\x5dx / k8s:devops|ops]\n"),
+            "{text}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&success(Format::Json, now, &c, &target, &extra)).unwrap();
+        assert_eq!(v["user"], "bob");
+        assert_eq!(v["impersonator"], "mallory]x");
+        assert_eq!(v["impersonator_groups"], serde_json::json!(["k8s:devops", "ops"]));
+        // Without `--as`, neither form has the field.
+        let plain = Extra {
+            impersonator: None,
+            ..extra
+        };
+        assert!(!success(Format::Text, now, &c, &target, &plain).contains("impersonator"));
+        let v: serde_json::Value =
+            serde_json::from_str(&success(Format::Json, now, &c, &target, &plain)).unwrap();
+        assert!(v.get("impersonator").is_none());
+    }
+
+    #[test]
     fn json_lines_escape_what_a_terminal_would_act_on_or_hide() {
         let mut u = user();
         u.name = "ann\u{9b}31m\u{7f}\u{202e}gpj.exe\u{e0041}é".into();
@@ -400,6 +469,7 @@ mod tests {
             request_id: "rid-1",
             cluster: Some("k"),
             code: 200,
+            impersonator: None,
         };
         let line = success(Format::Json, datetime!(2021-11-25 01:05:17 UTC), &c, &u, &extra);
         let body = line.strip_suffix('\n').unwrap();

@@ -137,6 +137,35 @@ pub fn plan(
     }))
 }
 
+/// With the proxy's own credentials kube-apiserver records the proxy as the requester of a
+/// CertificateSigningRequest it creates (`spec.username`, `spec.groups`), and approvers trust
+/// what it says. Unless the operator accepts that (`--allow-csr-as-proxy`), every write that may
+/// create one is refused: POST, PUT, and a patch that may create (server-side apply). A merge
+/// patch of a CSR's labels, and approval and status, are not creations.
+pub fn refuse_csr_as_proxy(
+    info: &RequestInfo,
+    content_type: Option<&[u8]>,
+    who: Requester<'_>,
+) -> Result<(), Refused> {
+    let csr = info.is_resource_request
+        && info.api_group == CERTIFICATES
+        && info.resource == "certificatesigningrequests"
+        && info.subresource.is_empty();
+    let creates = match info.verb.as_str() {
+        "create" | "update" => true,
+        "patch" => patch_may_create(content_type),
+        _ => false,
+    };
+    if !(csr && creates) {
+        return Ok(());
+    }
+    let why = format!(
+        "User {} may not create a certificate signing request through this proxy: it would be          recorded with the proxy's identity as its requester. Use --impersonate-upstream (or the          cluster identity impersonate), or start the proxy with --allow-csr-as-proxy to accept it",
+        go_quote(who.name)
+    );
+    Err(forbid(info, &info.name, why))
+}
+
 /// The patch types that can never create an object, by the media type kube-apiserver reads:
 /// the bytes before the first `;`, compared exactly. Anything else (server-side apply in any
 /// encoding, a type kube-apiserver will refuse, a header that is not ASCII) counts as a patch

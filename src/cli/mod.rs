@@ -74,6 +74,15 @@ pub struct Args {
           help_heading = "Kube-OIDC-Proxy")]
     pub impersonate_upstream: bool,
 
+    /// With the proxy's own credentials (identity `credentials`), let users create
+    /// CertificateSigningRequests, which kube-apiserver then records with the proxy as their
+    /// requester (`spec.username`), so an approver sees the proxy where a person asked. Off by
+    /// default: such writes are refused with 403; `--impersonate-upstream` records the person.
+    #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = ArgAction::Set,
+          help_heading = "Kube-OIDC-Proxy")]
+    pub allow_csr_as_proxy: bool,
+
     /// Extra user info `key=value` (repeatable, comma separated) added as Impersonate-Extra-*
     /// when impersonating upstream.
     #[arg(long, value_delimiter = ',', value_parser = parse_key_value, help_heading = "Kube-OIDC-Proxy")]

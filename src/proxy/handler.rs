@@ -146,6 +146,9 @@ impl Proxy {
         let snapshot = cluster.rbac.snapshot.load();
         let caller = user;
         let asked = impersonation::requested(req.headers()).map_err(Refusal::BadRequest)?;
+        if let Some(asked) = &asked {
+            (asked.refuse_configured_extras(&self.opts.extra_user_headers)).map_err(Refusal::BadRequest)?;
+        }
         let user = act_as(&caller, asked.as_ref(), &snapshot, ctx)?;
         if let Some(review) = reviews::is_self_review(&info) {
             return self.self_review(req, review, &info, &user, &snapshot, ctx).await;
@@ -266,12 +269,14 @@ impl Proxy {
         snapshot: arc_swap::Guard<Arc<Snapshot>>,
     ) -> Result<Option<Checked>, Refusal> {
         let content_type = req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
-        let plan = requester::plan(info, content_type, requester_of(user), &snapshot).map_err(|refused| {
-            Refusal::WriteRefused {
-                info: Box::new(info.clone()),
-                refused: Box::new(refused),
-            }
-        })?;
+        let refused = |refused| Refusal::WriteRefused {
+            info: Box::new(info.clone()),
+            refused: Box::new(refused),
+        };
+        if !self.opts.allow_csr_as_proxy {
+            requester::refuse_csr_as_proxy(info, content_type, requester_of(user)).map_err(refused)?;
+        }
+        let plan = requester::plan(info, content_type, requester_of(user), &snapshot).map_err(refused)?;
         Ok(plan.map(|plan| Checked {
             plan,
             snapshot: arc_swap::Guard::into_inner(snapshot),
@@ -349,7 +354,7 @@ impl Proxy {
                 request_body::read_body(body, self.opts.max_request_body, self.opts.body_timeout).await?;
             let field = auditing.then(|| request_body::audit_field(&parts.headers, info, &bytes, limit));
             (Either::Right(Full::new(bytes.clone())), field, Some(bytes))
-        } else if auditing && info.is_resource_request {
+        } else if auditing {
             // The audit event carries small JSON bodies, sent on as they came; anything else
             // streams through untouched and is marked as omitted.
             let (body, field) =

@@ -90,12 +90,28 @@ pub fn requested(headers: &HeaderMap) -> Result<Option<Requested>, String> {
     if uids.len() > 1 {
         return Err("more than one Impersonate-Uid header".into());
     }
+    if let Some(key) = extra.keys().find(|k| proxy_sets(k)) {
+        return Err(reserved(key));
+    }
     Ok(Some(Requested {
         user,
         groups,
         uid: uids.pop(),
         extra,
     }))
+}
+
+/// Extra keys only the proxy writes: those that name the person behind a `kubectl --as` upstream
+/// (`authentication.kubernetes.io/original-*`, and kube-apiserver's own namespace for what
+/// authentication established) and the client address of `--extra-user-header-client-ip`. A
+/// caller allowed to impersonate any extra could otherwise put a name of its choosing where the
+/// cluster's audit log looks for the real person.
+fn proxy_sets(key: &str) -> bool {
+    key.starts_with("authentication.kubernetes.io/") || key == "remote-client-ip"
+}
+
+fn reserved(key: &str) -> String {
+    format!("the extra {key:?} is set by the proxy and cannot be impersonated")
 }
 
 fn check(api_group: &str, resource: &str, subresource: &str, namespace: &str, name: &str) -> RequestInfo {
@@ -148,6 +164,15 @@ impl Requested {
             }
         }
         out
+    }
+
+    /// Refuses an extra whose key is one of `--extra-user-headers`: the proxy writes those
+    /// itself, and a caller's value would stand beside them as if the proxy had set it.
+    pub fn refuse_configured_extras(&self, configured: &[(String, String)]) -> Result<(), String> {
+        match (self.extra.keys()).find(|k| configured.iter().any(|(c, _)| c.eq_ignore_ascii_case(k))) {
+            Some(key) => Err(reserved(key)),
+            None => Ok(()),
+        }
     }
 
     /// The first check `caller` fails, if any.
@@ -267,10 +292,55 @@ mod tests {
                 "unknown impersonation header",
             ),
             (vec![("Impersonate-User", "a\tb")], "control character"),
+            // The extras that name the real person upstream, however the key is spelt.
+            (
+                vec![
+                    ("Impersonate-User", "a"),
+                    (
+                        "Impersonate-Extra-Authentication.Kubernetes.IO%2Foriginal-username",
+                        "x",
+                    ),
+                ],
+                "set by the proxy",
+            ),
+            (
+                vec![
+                    ("Impersonate-User", "a"),
+                    ("Impersonate-Extra-authentication.kubernetes.io%2fanything", "x"),
+                ],
+                "set by the proxy",
+            ),
+            (
+                vec![
+                    ("Impersonate-User", "a"),
+                    ("Impersonate-Extra-Remote-Client-IP", "1.2.3.4"),
+                ],
+                "set by the proxy",
+            ),
         ] {
             let err = requested(&headers(&pairs)).expect_err(why);
             assert!(err.contains(why), "{pairs:?}: {err}");
         }
+    }
+
+    #[test]
+    fn configured_extra_user_headers_cannot_be_asked_for() {
+        let r = requested(&headers(&[
+            ("Impersonate-User", "a"),
+            ("Impersonate-Extra-Team", "x"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let configured = [("TEAM".to_string(), "platform".to_string())];
+        assert!(
+            r.refuse_configured_extras(&configured)
+                .unwrap_err()
+                .contains("\"team\"")
+        );
+        assert_eq!(
+            r.refuse_configured_extras(&[("other".into(), "v".into())]),
+            Ok(())
+        );
     }
 
     #[test]

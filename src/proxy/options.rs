@@ -34,6 +34,9 @@ pub struct ProxyOptions {
     pub checked_writes: Arc<tokio::sync::Semaphore>,
     /// Checked writes one user may have in flight, so no one user holds every global place.
     pub checked_writes_per_user: UserLimits,
+    /// `--allow-csr-as-proxy`: CSRs may be created with the proxy's credentials (recorded as
+    /// the proxy's).
+    pub allow_csr_as_proxy: bool,
 }
 
 impl Default for ProxyOptions {
@@ -50,6 +53,7 @@ impl Default for ProxyOptions {
             cluster_host_suffix: None,
             checked_writes: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKED_WRITES)),
             checked_writes_per_user: UserLimits::new(MAX_CHECKED_WRITES_PER_USER, 0),
+            allow_csr_as_proxy: false,
         }
     }
 }

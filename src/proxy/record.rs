@@ -63,6 +63,7 @@ impl Ctx {
             request_id: &self.request_id,
             cluster: self.cluster.as_ref().map(ClusterLabel::as_str),
             code,
+            impersonator: self.impersonator.as_deref(),
         }
     }
 }
@@ -165,6 +166,7 @@ impl Recorder {
             request_id: "",
             cluster: None,
             code,
+            impersonator: None,
         };
         let format = self.format;
         emit(&*self.access_log, |line| {
@@ -213,7 +215,8 @@ impl Recorder {
         Response::from_parts(parts, Either::Left(Observed::new(body, finish)))
     }
 
-    /// The audit event of a resource request (non-resource requests are not audited).
+    /// The audit event of a request: resource and non-resource (`/version`, `/logs/...`) alike,
+    /// as kube-apiserver audits both.
     pub fn audit(
         &self,
         ctx: &Ctx,
@@ -225,9 +228,6 @@ impl Recorder {
         let (Some(audit), Some(cluster)) = (&self.audit, &ctx.cluster) else {
             return;
         };
-        if !info.is_resource_request {
-            return;
-        }
         let timestamp = timestamp_now();
         let mut event = AuditEventView::new(
             cluster.as_str(),

@@ -520,3 +520,44 @@ fn escalate_counts_with_its_resource_names() {
     let p = plan(&req, None, who("erin"), &snap).unwrap().unwrap();
     assert!(check(&p, &req, true, &secrets, who("erin"), &snap).is_err());
 }
+
+#[test]
+fn csrs_created_with_the_proxys_identity_are_refused_unless_allowed() {
+    let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let apply: Option<&[u8]> = Some(b"application/apply-patch+yaml");
+    for (method, path, ct) in [
+        ("POST", csrs.to_string(), None),
+        ("PUT", format!("{csrs}/n"), None),
+        ("PATCH", format!("{csrs}/n"), apply),
+        ("PATCH", format!("{csrs}/n"), None),
+    ] {
+        let err = refuse_csr_as_proxy(&info(method, &path), ct, who("ann")).expect_err(method);
+        assert!(
+            err.message
+                .starts_with("certificatesigningrequests.certificates.k8s.io")
+                && err.message.contains("--impersonate-upstream")
+                && err.message.contains("--allow-csr-as-proxy"),
+            "{}",
+            err.message
+        );
+    }
+    // What creates nothing: a merge patch of labels, approval, status, reads, other resources.
+    for (method, path, ct) in [
+        (
+            "PATCH",
+            format!("{csrs}/n"),
+            Some(b"application/merge-patch+json".as_slice()),
+        ),
+        ("PUT", format!("{csrs}/n/approval"), None),
+        ("PUT", format!("{csrs}/n/status"), None),
+        ("GET", format!("{csrs}/n"), None),
+        ("DELETE", format!("{csrs}/n"), None),
+        ("POST", "/api/v1/namespaces/d/configmaps".to_string(), None),
+    ] {
+        assert_eq!(
+            refuse_csr_as_proxy(&info(method, &path), ct, who("ann")),
+            Ok(()),
+            "{method} {path}"
+        );
+    }
+}
