@@ -443,6 +443,95 @@ async fn put_and_apply_create_nothing_without_create() {
     assert_eq!(user_paths(&api).len(), 1);
 }
 
+/// The real write of a checked update or patch carries the uid and resourceVersion of the object
+/// its dry run saw, so kube-apiserver refuses it if that object was deleted (a PUT or apply would
+/// then create), replaced or changed in between (the real ring proves kube's side).
+#[tokio::test]
+async fn checked_writes_are_held_to_the_object_their_dry_run_saw() {
+    let (iss, api, p) = setup(&[]).await;
+    rbac_cluster(&api).await;
+    let ann = iss.token().sub("ann").sign();
+    wait_for_grant(&p, "/k8s/api/v1/namespaces/dev/pods", &ann).await;
+    let base = "/k8s/api/v1/namespaces/dev/configmaps";
+    let cm = json!({"kind": "ConfigMap", "metadata": {"name": "old"}, "data": {"a": "1"}}).to_string();
+    let yaml = "kind: ConfigMap\nmetadata:\n  name: old\ndata:\n  a: '1'\n";
+    for (method, path, ct, body) in [
+        ("PUT", format!("{base}/old"), "application/json", cm.as_str()),
+        ("PUT", format!("{base}/old"), "application/yaml", yaml),
+        (
+            "PATCH",
+            format!("{base}/old?fieldManager=k"),
+            "application/apply-patch+yaml",
+            yaml,
+        ),
+    ] {
+        api.clear_requests();
+        let (code, _, answer) = send(&p, method, &path, &ann, &[("content-type", ct)], body).await;
+        assert_eq!(code, StatusCode::OK, "{method} {ct}: {answer}");
+        let seen = user_paths(&api);
+        assert_eq!(seen.len(), 2, "dry run, then the write: {seen:?}");
+        let write = api.last();
+        assert!(!write.uri.contains("dryRun"), "{seen:?}");
+        let sent: Value = serde_json::from_slice(&write.body).expect("the real write is JSON");
+        assert_eq!(sent["metadata"]["uid"], "uid-old", "{method} {ct}: {sent}");
+        assert_eq!(sent["metadata"]["resourceVersion"], "7", "{method} {ct}: {sent}");
+        assert_eq!(sent["data"]["a"], "1", "the write is otherwise the same");
+        assert_eq!(
+            write.header("content-length"),
+            Some(write.body.len().to_string().as_str())
+        );
+        if ct == "application/yaml" {
+            assert_eq!(write.header("content-type"), Some("application/json"));
+        }
+    }
+
+    // A Role change is checked for its content and held the same way; a JSON patch tests the
+    // object's uid and resourceVersion before its own operations.
+    let roles = "/k8s/apis/rbac.authorization.k8s.io/v1/namespaces/dev/roles";
+    let json_patch = json!([{"op": "replace", "path": "/metadata/labels", "value": {"x": "y"}}]).to_string();
+    for (ct, body) in [
+        (
+            "application/merge-patch+json",
+            r#"{"metadata":{"labels":{"x":"y"}}}"#,
+        ),
+        ("application/json-patch+json", json_patch.as_str()),
+    ] {
+        api.clear_requests();
+        let path = format!("{roles}/r");
+        let (code, _, answer) = send(&p, "PATCH", &path, &ann, &[("content-type", ct)], body).await;
+        assert_eq!(code, StatusCode::OK, "{ct}: {answer}");
+        let write = api.last();
+        assert!(!write.uri.contains("dryRun"), "{:?}", user_paths(&api));
+        let sent: Value = serde_json::from_slice(&write.body).unwrap();
+        if ct == "application/json-patch+json" {
+            assert_eq!(
+                sent[0],
+                json!({"op": "test", "path": "/metadata/uid", "value": "uid-r"})
+            );
+            assert_eq!(sent[1]["path"], "/metadata/resourceVersion");
+            assert_eq!(sent[2]["op"], "replace", "{sent}");
+        } else {
+            assert_eq!(sent["metadata"]["uid"], "uid-r", "{sent}");
+            assert_eq!(sent["metadata"]["labels"]["x"], "y", "{sent}");
+        }
+    }
+
+    // A body the proxy cannot hold to a version (protobuf) is refused before the dry run.
+    api.clear_requests();
+    let (code, _, answer) = send(
+        &p,
+        "PUT",
+        &format!("{base}/old"),
+        &ann,
+        &[("content-type", "application/vnd.kubernetes.protobuf")],
+        "k8s\u{0}",
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{answer}");
+    assert_eq!(answer["reason"], "UnsupportedMediaType");
+    assert!(user_paths(&api).is_empty(), "{:?}", user_paths(&api));
+}
+
 #[tokio::test]
 async fn encoded_dot_segments_are_refused_before_anything_is_sent() {
     let (iss, api, p) = setup(&[]).await;

@@ -16,6 +16,7 @@ use super::{
     inspect::{self, Verdict},
     limits,
     options::ProxyOptions,
+    precondition,
     record::{Ctx, Recorder},
     refusal::Refusal,
     request_body,
@@ -349,7 +350,7 @@ impl Proxy {
         };
         let limit = self.opts.audit_max_body;
         let auditing = self.recorder.audit.is_some();
-        let (body, audit_field, whole) = if fwd.checked.is_some() {
+        let (mut body, audit_field, whole) = if fwd.checked.is_some() {
             let bytes =
                 request_body::read_body(body, self.opts.max_request_body, self.opts.body_timeout).await?;
             let field = auditing.then(|| request_body::audit_field(&parts.headers, info, &bytes, limit));
@@ -373,7 +374,7 @@ impl Proxy {
             let verdict = Box::pin(inspect::check_write(
                 cluster,
                 &parts,
-                whole,
+                whole.clone(),
                 plan,
                 snapshot,
                 info,
@@ -381,10 +382,21 @@ impl Proxy {
                 deadline,
             ))
             .await?;
-            if let Verdict::Answer(resp) = verdict {
-                self.recorder.audit(ctx, user, info, AuditDecision::Allow, None);
-                self.recorder.success_line(ctx, user, resp.status().as_u16());
-                return Ok(self.recorder.answered(ctx, *resp));
+            match verdict {
+                Verdict::Answer(resp) => {
+                    self.recorder.audit(ctx, user, info, AuditDecision::Allow, None);
+                    self.recorder.success_line(ctx, user, resp.status().as_u16());
+                    return Ok(self.recorder.answered(ctx, *resp));
+                }
+                // The real write changes the object the dry run saw, or nothing.
+                Verdict::Proceed(Some(seen)) => {
+                    #[cfg(debug_assertions)]
+                    precondition::e2e_pause(&info.name).await;
+                    let held = precondition::hold_to(&mut parts.headers, &whole, &seen)
+                        .map_err(Refusal::Precondition)?;
+                    body = Either::Right(Full::new(held));
+                }
+                Verdict::Proceed(None) => {}
             }
         }
         if let Some(field) = audit_field {

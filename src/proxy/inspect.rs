@@ -6,8 +6,9 @@
 //! The dry run sees everything kube-apiserver would do to the object (defaulting, mutating
 //! admission, the patch applied to the current object), in whatever encoding the client used,
 //! so the proxy never re-implements patch semantics. The window between the dry run and the
-//! write is the one race: a concurrent writer of the same object can change what a patch or
-//! apply produces in between (the README states it; `--impersonate-upstream` has none).
+//! write cannot be used: an update or patch of an existing object is sent for real holding the
+//! uid and resourceVersion the dry run saw, so kube-apiserver refuses it if the object was
+//! deleted, replaced or changed in between ([`super::precondition`]).
 
 use std::time::Duration;
 
@@ -15,7 +16,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request::Parts};
 use http_body_util::{Either, Full};
 
-use super::{ProxyBody, refusal::Refusal, request_body::read_body};
+use super::{
+    ProxyBody,
+    precondition::{self, PreconditionError, Seen},
+    refusal::Refusal,
+    request_body::read_body,
+};
 use crate::{
     authz::{
         rbac::Snapshot,
@@ -77,8 +83,8 @@ async fn dry_run(
 
 /// What to do with a checked write.
 pub enum Verdict {
-    /// Send it for real.
-    Proceed,
+    /// Send it for real, holding it to the object the dry run saw when there was one.
+    Proceed(Option<Seen>),
     /// The dry run failed (conflict, invalid, not found ...): its answer is the write's.
     Answer(Box<Response<ProxyBody>>),
 }
@@ -96,6 +102,12 @@ pub async fn check_write(
     who: Requester<'_>,
     deadline: Duration,
 ) -> Result<Verdict, Refusal> {
+    let holds = matches!(info.verb.as_str(), "update" | "patch");
+    if holds {
+        // Before the dry run: a body whose real write could not carry the precondition is not
+        // worth trying.
+        precondition::supported(&parts.headers).map_err(Refusal::Precondition)?;
+    }
     let dry = dry_run(cluster, parts, whole, deadline).await?;
     if !dry.status.is_success() {
         let mut resp = Response::new(Either::Right(Full::new(dry.body)));
@@ -110,17 +122,26 @@ pub async fn check_write(
         info: Box::new(info.clone()),
         refused: Box::new(refused),
     };
-    if plan.content.is_none() {
+    // An update or patch of an object that exists is held to it; a create has nothing to hold.
+    let hold = holds && !created;
+    if plan.content.is_none() && !hold {
         // Only "would it create" was asked: the status says it.
         if plan.refuse_create && created {
             return Err(refused(requester::refuse_create(info, who.name)));
         }
-        return Ok(Verdict::Proceed);
+        return Ok(Verdict::Proceed(None));
     }
     let object: serde_json::Value =
         serde_json::from_slice(&dry.body).map_err(|_| Refusal::DryRunUnreadable(cluster.name.clone()))?;
     requester::check(plan, info, created, &object, who, snapshot).map_err(refused)?;
-    Ok(Verdict::Proceed)
+    if !hold {
+        return Ok(Verdict::Proceed(None));
+    }
+    match Seen::of(&object) {
+        Ok(seen) => Ok(Verdict::Proceed(Some(seen))),
+        Err(PreconditionError::NoVersion) => Err(Refusal::DryRunUnreadable(cluster.name.clone())),
+        Err(e) => Err(Refusal::Precondition(e)),
+    }
 }
 
 /// The same URI with `dryRun=All` added to its query.

@@ -8,6 +8,7 @@ pub mod impersonation;
 pub mod inspect;
 pub mod limits;
 pub mod options;
+pub mod precondition;
 pub mod record;
 pub mod refusal;
 pub mod request_body;

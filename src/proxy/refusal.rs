@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{
     ProxyBody,
+    precondition::PreconditionError,
     request_body::BodyError,
     status::{self, status, status_with_details},
 };
@@ -52,6 +53,8 @@ pub enum Refusal {
     },
     /// The dry run of a checked write answered something that is not an object.
     DryRunUnreadable(Arc<str>),
+    /// A checked write whose real write cannot carry the dry run's uid and resourceVersion.
+    Precondition(PreconditionError),
     /// A self-review that could not be answered.
     Review(ReviewError),
 }
@@ -149,6 +152,14 @@ impl Refusal {
                 UpstreamError::Failed(_) | UpstreamError::Kubeconfig(_) => failed_upstream(&cluster),
             },
             Refusal::DryRunUnreadable(cluster) => failed_upstream(&cluster),
+            Refusal::Precondition(e) => match e {
+                PreconditionError::Unsupported(_) => status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    &e.to_string(),
+                ),
+                _ => status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+            },
             Refusal::Review(e) => {
                 let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::BAD_REQUEST);
                 status(code, e.reason(), &e.to_string())
@@ -212,6 +223,9 @@ mod tests {
             (Refusal::Upstream { cluster: cluster.clone(), error: UpstreamError::Failed("secret detail".into()) },
                 502, "InternalError", Decision::Error),
             (Refusal::DryRunUnreadable(cluster.clone()), 502, "InternalError", Decision::Error),
+            (Refusal::Precondition(PreconditionError::Unsupported("application/cbor".into())),
+                415, "UnsupportedMediaType", Decision::Error),
+            (Refusal::Precondition(PreconditionError::Unreadable("JSON")), 400, "BadRequest", Decision::Error),
         ];
         for (refusal, code, reason, decision) in cases {
             let what = format!("{refusal:?}");

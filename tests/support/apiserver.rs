@@ -415,7 +415,8 @@ impl ApiShared {
 
 /// A dry run answered as kube-apiserver would for an object that is the request body (enough for
 /// the proxy's checks; patch semantics are the real ring's business): 201 for a create, and for
-/// PUT or PATCH 201 when the object "does not exist yet" (its name starts with `new`), else 200.
+/// PUT or PATCH 201 when the object "does not exist yet" (its name starts with `new`), else 200
+/// with the existing object's uid (`uid-<name>`) and resourceVersion (`7`).
 impl ApiShared {
     fn token_review(&self, req: &Recorded) -> Response<Body> {
         let review: Value = serde_json::from_slice(&req.body).unwrap_or_default();
@@ -437,12 +438,31 @@ impl ApiShared {
 }
 
 fn dry_run_echo(req: &Recorded, path: &str) -> Response<Body> {
-    let mut object: Value = serde_json::from_slice(&req.body).unwrap_or_else(|_| json!({}));
+    // A JSON patch (an array) is echoed as an empty object of the path's name.
+    let mut object: Value = serde_json::from_slice(&req.body)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
     let last = path.rsplit('/').next().unwrap_or("");
     if req.method != "POST" && object.pointer("/metadata/name").is_none() {
         object["metadata"] = json!({"name": last});
     }
     let created = req.method == "POST" || last.starts_with("new");
+    if !created && object.is_object() {
+        // The existing object's identity, as kube-apiserver's dry run of an update returns it.
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(last)
+            .to_string();
+        let metadata = &mut object["metadata"];
+        if metadata.get("uid").is_none() {
+            metadata["uid"] = format!("uid-{name}").into();
+        }
+        if metadata.get("resourceVersion").is_none() {
+            metadata["resourceVersion"] = "7".into();
+        }
+    }
     json(if created { 201 } else { 200 }, &object)
 }
 
