@@ -52,6 +52,8 @@ pub struct RbacSource {
     /// Time since the snapshot in use was built; `None` before the first one.
     pub snapshot_age: Option<Duration>,
     pub objects: Vec<(RbacKind, u64)>,
+    /// Roles of the cluster named like roles the proxy defines (the proxy's bindings ignore them).
+    pub collisions: u64,
 }
 
 /// Authentication's counters at scrape time.
@@ -448,6 +450,7 @@ fn scrape_registry(sources: &Sources<'_>) -> Registry {
     let ages = Family::<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let objects = Family::<ObjectLabels, Gauge>::default();
     let synced = Family::<SourceLabels, Gauge>::default();
+    let collisions = Family::<ClusterLabels, Gauge>::default();
     let failing = Family::<SourceLabels, Gauge>::default();
     for (cluster, source) in &sources.failing {
         failing
@@ -463,6 +466,11 @@ fn scrape_registry(sources: &Sources<'_>) -> Registry {
             source: src.source,
         };
         synced.get_or_create(&labels).set(i64::from(src.synced));
+        collisions
+            .get_or_create(&ClusterLabels {
+                cluster: src.cluster.clone(),
+            })
+            .set(i64::try_from(src.collisions).unwrap_or(i64::MAX));
         let _ = failing.get_or_create(&labels);
         if let Some(age) = src.snapshot_age {
             ages.get_or_create(&ClusterLabels {
@@ -494,6 +502,11 @@ fn scrape_registry(sources: &Sources<'_>) -> Registry {
         "kop_cluster_build_failing",
         "1 when the cluster's kubeconfig last failed to build (a cluster already serving keeps its previous version)",
         failing,
+    );
+    reg.register(
+        "kop_rbac_role_name_collisions",
+        "Roles created in the cluster with the name of a role the proxy defines (built-in, role file, role resources): the proxy's bindings keep the proxy's role",
+        collisions,
     );
     reg.register(
         "kop_rbac_objects",

@@ -240,6 +240,68 @@ async fn read_only_roles_can_never_open_a_shell() {
     );
 }
 
+/// A ClusterRole created inside the cluster with a built-in role's name changes nothing the
+/// built-in groups grant: the watcher still cannot exec, devops still deletes. The collision is
+/// shown on `/clusters` and counted on `/metrics`.
+#[tokio::test]
+async fn roles_written_in_the_cluster_cannot_redefine_built_in_roles() {
+    let (iss, api, p) = setup(&[]).await;
+    let watcher = iss.token().sub("wendy").groups(&["k8s:watcher"]).sign();
+    let devops = iss.token().sub("dan").groups(&["k8s:devops"]).sign();
+    let carl = iss.token().sub("carl").sign();
+    api.store().put(
+        "clusterroles",
+        cluster_role(
+            "k8s:watcher",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+        ),
+    );
+    api.store().put(
+        "clusterroles",
+        cluster_role(
+            "k8s:devops",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]),
+        ),
+    );
+    // The cluster's own binding of the colliding name gets the cluster's role.
+    api.store().put(
+        "clusterrolebindings",
+        cluster_role_binding("carl-watcher", "k8s:watcher", json!([user("carl")])),
+    );
+    eventually(&p, "/k8s/api/v1/namespaces/dev/secrets", &carl, StatusCode::OK).await;
+    let exec = "/k8s/api/v1/namespaces/dev/pods/web/exec?command=sh&stdin=true&tty=true";
+    assert_eq!(
+        upgrade_status(&p, &watcher, "GET", "websocket", exec).await,
+        StatusCode::FORBIDDEN,
+        "the watcher still cannot exec"
+    );
+    assert_eq!(
+        p.get("/k8s/api/v1/namespaces/dev/pods", Some(&watcher)).await.0,
+        StatusCode::OK
+    );
+    let mut conn = p.conn().await;
+    let del = Request::delete("/k8s/api/v1/namespaces/dev/configmaps/x")
+        .header("authorization", format!("Bearer {devops}"))
+        .body(full(Bytes::new()))
+        .unwrap();
+    assert_ne!(
+        conn.send(del).await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "devops still deletes"
+    );
+    let clusters = p.probe_json("/clusters").await;
+    assert_eq!(
+        clusters["clusters"][0]["roleNameCollisions"],
+        json!(["ClusterRole k8s:devops", "ClusterRole k8s:watcher"]),
+        "{clusters}"
+    );
+    let metrics = p.probe_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"kop_rbac_role_name_collisions{cluster="k8s"} 2"#),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn non_resource_urls_and_review_apis_are_authorized() {
     let (iss, api, p) = setup(&[]).await;

@@ -44,6 +44,8 @@ pub struct ClusterRbac {
     pub built_at: ArcSwap<Option<Instant>>,
     /// Object counts of the last snapshot, for metrics.
     counts: ArcSwap<Vec<(RbacKind, u64)>>,
+    /// Role-name collisions already logged (each once, while it lasts).
+    logged_collisions: Mutex<Vec<String>>,
 }
 
 impl Default for ClusterRbac {
@@ -54,6 +56,7 @@ impl Default for ClusterRbac {
             last_error: Mutex::new(None),
             built_at: ArcSwap::from_pointee(None),
             counts: ArcSwap::from_pointee(Vec::new()),
+            logged_collisions: Mutex::new(Vec::new()),
         }
     }
 }
@@ -283,6 +286,25 @@ pub fn spawn(
     });
 }
 
+/// Each role of the cluster that has the name of one of the proxy's, once while it lasts.
+fn log_collisions(name: &str, rbac: &ClusterRbac, collisions: &[String]) {
+    let Ok(mut logged) = rbac.logged_collisions.lock() else {
+        return;
+    };
+    for c in collisions {
+        if !logged.contains(c) {
+            tracing::warn!(
+                cluster = %name,
+                role = %c,
+                "the cluster defines a role with the name of one the proxy defines: the proxy's bindings \
+                 (built-in groups, role file, role resources) keep the proxy's role; only the cluster's own \
+                 bindings use the cluster's"
+            );
+        }
+    }
+    *logged = collisions.to_vec();
+}
+
 fn publish(name: &str, rbac: &ClusterRbac, objects: &ClusterObjects, file: &RoleFile, capi: &CapiPolicy) {
     let started = Instant::now();
     let snapshot = objects.snapshot(name, file, capi);
@@ -293,6 +315,7 @@ fn publish(name: &str, rbac: &ClusterRbac, objects: &ClusterObjects, file: &Role
         took_ms = started.elapsed().as_secs_f64() * 1e3,
         "RBAC snapshot rebuilt"
     );
+    log_collisions(name, rbac, snapshot.collisions());
     rbac.snapshot.store(Arc::new(snapshot));
     rbac.built_at.store(Arc::new(Some(Instant::now())));
     rbac.counts.store(Arc::new(counts));
@@ -391,6 +414,94 @@ mod tests {
             Err((Kind::ClusterRoleBindings, "gone".to_string()))
         );
         assert_eq!(Kind::ClusterRoleBindings.name(), "clusterrolebindings");
+    }
+
+    /// Authority has one direction: a ClusterRole created in the cluster with the name of a
+    /// built-in or role-file role changes nothing the proxy's bindings grant; the cluster's own
+    /// bindings use the cluster's role where it has one, and the proxy's where it has none.
+    #[test]
+    fn roles_written_in_the_cluster_cannot_redefine_the_proxys() {
+        let mut objects = ClusterObjects::default();
+        list_all_empty(&mut objects);
+        let _ = objects.apply(Change::Namespace(Event::Put("team".into(), ())));
+        let everything = serde_json::json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]);
+        for name in ["k8s:watcher", "file-impersonate-bob"] {
+            let role =
+                put::<ClusterRole, _>(serde_json::json!({"metadata": {"name": name}, "rules": everything}));
+            assert_eq!(objects.apply(Change::ClusterRole(role)), Ok(true));
+        }
+        // The cluster's own binding of the colliding name, and one of a role only the proxy has.
+        for (binding, role, user) in [
+            ("mine", "k8s:watcher", "carl"),
+            ("borrowed", "k8s:developer", "dora"),
+        ] {
+            let b = put::<ClusterRoleBinding, _>(serde_json::json!({"metadata": {"name": binding},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]}));
+            assert_eq!(objects.apply(Change::ClusterRoleBinding(b)), Ok(true));
+        }
+        let file = crate::config::role_file::parse(
+            std::path::Path::new("roles.yaml"),
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: file-impersonate-bob, clusterName: k8s}
+rules: [{apiGroups: [""], resources: [users], resourceNames: [bob], verbs: [impersonate]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ann-impersonates, clusterName: k8s}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: file-impersonate-bob}
+subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: ann}]
+"#,
+        )
+        .expect("role file");
+        let rbac = ClusterRbac::default();
+        publish("k8s", &rbac, &objects, &file, &CapiPolicy::default());
+        let snapshot = rbac.snapshot.load();
+        let req = |method: &str, path: &str| RequestInfo::parse(method, path, None, true).unwrap();
+        let exec = req("POST", "/api/v1/namespaces/team/pods/web/exec");
+        let list = req("GET", "/api/v1/namespaces/team/pods");
+        let watcher = ["k8s:watcher".to_string()];
+        assert_eq!(
+            snapshot.authorize("w", &watcher, &exec),
+            Decision::Deny,
+            "watcher cannot exec"
+        );
+        assert_eq!(snapshot.authorize("w", &watcher, &list), Decision::Allow);
+        let impersonate = |who: &str| {
+            let mut i = req("GET", "/api/v1/pods");
+            i.verb = "impersonate".into();
+            i.resource = "users".into();
+            i.name = who.into();
+            i
+        };
+        let none: [String; 0] = [];
+        assert_eq!(
+            snapshot.authorize("ann", &none, &impersonate("bob")),
+            Decision::Allow
+        );
+        assert_eq!(
+            snapshot.authorize("ann", &none, &impersonate("admin")),
+            Decision::Deny,
+            "the role file's grant stays 'impersonate bob only'"
+        );
+        // The cluster's binding to its own role: the cluster's rules.
+        assert_eq!(snapshot.authorize("carl", &none, &exec), Decision::Allow);
+        // The cluster's binding to a role only the proxy defines: the proxy's rules.
+        assert_eq!(snapshot.authorize("dora", &none, &list), Decision::Allow);
+        assert_eq!(snapshot.authorize("dora", &none, &exec), Decision::Deny);
+        assert_eq!(
+            snapshot.collisions(),
+            ["ClusterRole file-impersonate-bob", "ClusterRole k8s:watcher"]
+        );
+        // A binding written through the proxy resolves as the cluster's own bindings do.
+        assert_eq!(snapshot.role_rules("", "k8s:watcher").map(<[_]>::len), Some(1));
+        assert!(
+            snapshot.role_rules("", "k8s:watcher").unwrap()[0]
+                .verbs
+                .contains(&"*".to_string())
+        );
     }
 
     #[test]

@@ -250,6 +250,7 @@ fn sources_are_read_at_scrape_time() {
                     (RbacKind::ClusterRoleBinding, 7),
                     (RbacKind::Namespace, 4),
                 ],
+                collisions: 2,
             },
             RbacSource {
                 cluster: "c2".into(),
@@ -257,6 +258,7 @@ fn sources_are_read_at_scrape_time() {
                 synced: false,
                 snapshot_age: None,
                 objects: vec![],
+                collisions: 0,
             },
         ],
         failing: vec![("c3".into(), "secret")],
@@ -317,6 +319,7 @@ fn sources_are_read_at_scrape_time() {
         r#"kop_rbac_objects{cluster="c1",kind="Role"} 3"#,
         r#"kop_rbac_objects{cluster="c1",kind="ClusterRoleBinding"} 7"#,
         r#"kop_rbac_objects{cluster="c1",kind="Namespace"} 4"#,
+        r#"kop_rbac_role_name_collisions{cluster="c1"} 2"#,
         r#"kop_cluster_rbac_synced{cluster="c1",source="file"} 1"#,
         r#"kop_cluster_rbac_synced{cluster="c2",source="secret"} 0"#,
         r#"kop_cluster_build_failing{cluster="c2",source="secret"} 0"#,

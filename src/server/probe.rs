@@ -158,6 +158,7 @@ pub fn metrics_renderer(
                 synced: c.rbac.is_ready() && c.rbac.last_error().is_none(),
                 snapshot_age: c.rbac.built_at.load().map(|t| t.elapsed()),
                 objects: c.rbac.counts(),
+                collisions: c.rbac.snapshot.load().collisions().len() as u64,
             })
             .collect();
         let failing = registry
@@ -209,6 +210,8 @@ pub fn cluster_status(
                     "rbacSynced": cluster.is_some_and(|c| c.rbac.is_ready()),
                     "lastError": change.and_then(|c| c.error.clone()).or(rbac_error),
                     "changedAt": change.map(|c| c.at),
+                    // Roles of the cluster named like the proxy's: the proxy's bindings keep theirs.
+                    "roleNameCollisions": cluster.map(|c| c.rbac.snapshot.load().collisions().to_vec()),
                 })
             })
             .collect();

@@ -9,15 +9,39 @@ use super::types::{
     ClusterRole, ClusterRoleBinding, RbacObjects, Role, RoleBinding, RoleRefKind, Subject, SubjectKind,
 };
 
+/// Who defined an object: the cluster itself (its own RBAC, watched) or the proxy (built-in
+/// roles, the role file, role resources of the management cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Cluster,
+    Proxy,
+}
+
 /// Collects objects (borrowed: nothing is copied but the rules, once per role) and builds a
-/// snapshot. When two roles of the same kind share a name (and namespace), the first one added
-/// wins, as with the Go proxy's static resolver: add the sources in order of precedence.
+/// snapshot.
+///
+/// Authority has one direction: a binding the proxy defines resolves its roleRef among the
+/// proxy's roles first, so nothing written inside a managed cluster changes what it grants; only
+/// a role the proxy does not define is looked up in the cluster. A binding of the cluster's own
+/// resolves among the cluster's roles first (what kube-apiserver itself would grant), and to the
+/// proxy's role of that name when the cluster has none. Within one origin, when two roles of the
+/// same kind share a name (and namespace) the first one added wins, as with the Go proxy's static
+/// resolver: add the sources in order of precedence.
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder<'a> {
-    cluster_roles: HashMap<&'a str, Rules>,
-    roles: HashMap<(&'a str, &'a str), Rules>,
-    cluster_role_bindings: Vec<&'a ClusterRoleBinding>,
-    role_bindings: Vec<&'a RoleBinding>,
+    /// Indexed by origin: `[cluster, proxy]`.
+    cluster_roles: [HashMap<&'a str, Rules>; 2],
+    roles: [HashMap<(&'a str, &'a str), Rules>; 2],
+    cluster_role_bindings: Vec<(Origin, &'a ClusterRoleBinding)>,
+    role_bindings: Vec<(Origin, &'a RoleBinding)>,
+}
+
+/// `[first, then]` to look a roleRef up in, for a binding of `origin`.
+fn lookup_order(origin: Origin) -> [usize; 2] {
+    match origin {
+        Origin::Cluster => [0, 1],
+        Origin::Proxy => [1, 0],
+    }
 }
 
 impl<'a> SnapshotBuilder<'a> {
@@ -25,42 +49,89 @@ impl<'a> SnapshotBuilder<'a> {
         Self::default()
     }
 
+    /// Objects the proxy defines (built-in roles, role file, role resources).
     pub fn add_objects(&mut self, objects: &'a RbacObjects) -> &mut Self {
-        objects.cluster_roles.iter().for_each(|r| {
-            self.add_cluster_role(r);
-        });
-        objects.roles.iter().for_each(|r| {
-            self.add_role(r);
-        });
+        for r in &objects.cluster_roles {
+            self.cluster_role_of(Origin::Proxy, r);
+        }
+        for r in &objects.roles {
+            self.role_of(Origin::Proxy, r);
+        }
         self.cluster_role_bindings
-            .extend(objects.cluster_role_bindings.iter());
-        self.role_bindings.extend(objects.role_bindings.iter());
+            .extend(objects.cluster_role_bindings.iter().map(|b| (Origin::Proxy, b)));
+        self.role_bindings
+            .extend(objects.role_bindings.iter().map(|b| (Origin::Proxy, b)));
         self
     }
 
+    /// One of the cluster's own ClusterRoles.
     pub fn add_cluster_role(&mut self, role: &'a ClusterRole) -> &mut Self {
-        self.cluster_roles
+        self.cluster_role_of(Origin::Cluster, role)
+    }
+
+    /// One of the cluster's own Roles.
+    pub fn add_role(&mut self, role: &'a Role) -> &mut Self {
+        self.role_of(Origin::Cluster, role)
+    }
+
+    /// One of the cluster's own ClusterRoleBindings.
+    pub fn add_cluster_role_binding(&mut self, binding: &'a ClusterRoleBinding) -> &mut Self {
+        self.cluster_role_bindings.push((Origin::Cluster, binding));
+        self
+    }
+
+    /// One of the cluster's own RoleBindings.
+    pub fn add_role_binding(&mut self, binding: &'a RoleBinding) -> &mut Self {
+        self.role_bindings.push((Origin::Cluster, binding));
+        self
+    }
+
+    fn cluster_role_of(&mut self, origin: Origin, role: &'a ClusterRole) -> &mut Self {
+        self.cluster_roles[origin as usize]
             .entry(role.metadata.name.as_str())
             .or_insert_with(|| Arc::from(role.rules.as_slice()));
         self
     }
 
-    pub fn add_role(&mut self, role: &'a Role) -> &mut Self {
+    fn role_of(&mut self, origin: Origin, role: &'a Role) -> &mut Self {
         let key = (role.metadata.namespace.as_str(), role.metadata.name.as_str());
-        self.roles
+        self.roles[origin as usize]
             .entry(key)
             .or_insert_with(|| Arc::from(role.rules.as_slice()));
         self
     }
 
-    pub fn add_cluster_role_binding(&mut self, binding: &'a ClusterRoleBinding) -> &mut Self {
-        self.cluster_role_bindings.push(binding);
-        self
+    fn cluster_role(&self, origin: Origin, name: &str) -> Option<&Rules> {
+        lookup_order(origin)
+            .into_iter()
+            .find_map(|i| self.cluster_roles[i].get(name))
     }
 
-    pub fn add_role_binding(&mut self, binding: &'a RoleBinding) -> &mut Self {
-        self.role_bindings.push(binding);
-        self
+    fn role(&self, origin: Origin, namespace: &'a str, name: &'a str) -> Option<&Rules> {
+        lookup_order(origin)
+            .into_iter()
+            .find_map(|i| self.roles[i].get(&(namespace, name)))
+    }
+
+    /// Roles the cluster defines under a name the proxy defines too (`ClusterRole NAME`,
+    /// `Role NS/NAME`), sorted: the proxy's bindings ignore the cluster's, which deserves a word
+    /// to the operator.
+    pub fn collisions(&self) -> Vec<String> {
+        let [cluster, proxy] = &self.cluster_roles;
+        let mut out: Vec<String> = cluster
+            .keys()
+            .filter(|n| proxy.contains_key(*n))
+            .map(|n| format!("ClusterRole {n}"))
+            .collect();
+        let [cluster, proxy] = &self.roles;
+        out.extend(
+            cluster
+                .keys()
+                .filter(|k| proxy.contains_key(*k))
+                .map(|(ns, n)| format!("Role {ns}/{n}")),
+        );
+        out.sort();
+        out
     }
 
     /// Resolves and indexes. A binding whose role does not exist grants nothing; so does a
@@ -68,9 +139,9 @@ impl<'a> SnapshotBuilder<'a> {
     /// visits either).
     pub fn build(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
-        for binding in &self.cluster_role_bindings {
+        for (origin, binding) in &self.cluster_role_bindings {
             let rules = match binding.role_ref.kind {
-                RoleRefKind::ClusterRole => self.cluster_roles.get(binding.role_ref.name.as_str()),
+                RoleRefKind::ClusterRole => self.cluster_role(*origin, binding.role_ref.name.as_str()),
                 RoleRefKind::Role | RoleRefKind::Unsupported => None,
             };
             if let Some(rules) = rules.filter(|r| !r.is_empty()) {
@@ -79,15 +150,15 @@ impl<'a> SnapshotBuilder<'a> {
                 }
             }
         }
-        for binding in &self.role_bindings {
+        for (origin, binding) in &self.role_bindings {
             let namespace = binding.metadata.namespace.as_str();
             if namespace.is_empty() {
                 continue;
             }
             let name = binding.role_ref.name.as_str();
             let rules = match binding.role_ref.kind {
-                RoleRefKind::Role => self.roles.get(&(namespace, name)),
-                RoleRefKind::ClusterRole => self.cluster_roles.get(name),
+                RoleRefKind::Role => self.role(*origin, namespace, name),
+                RoleRefKind::ClusterRole => self.cluster_role(*origin, name),
                 RoleRefKind::Unsupported => None,
             };
             if let Some(rules) = rules.filter(|r| !r.is_empty()) {
@@ -96,14 +167,20 @@ impl<'a> SnapshotBuilder<'a> {
                 }
             }
         }
-        for (name, rules) in &self.cluster_roles {
-            snapshot.cluster_roles.insert(Box::from(*name), Arc::clone(rules));
+        // As a binding written in the cluster will resolve: the cluster's roles, then the proxy's.
+        for table in self.cluster_roles.iter().rev() {
+            for (name, rules) in table {
+                snapshot.cluster_roles.insert(Box::from(*name), Arc::clone(rules));
+            }
         }
-        for ((namespace, name), rules) in &self.roles {
-            snapshot
-                .roles
-                .insert(format!("{namespace}/{name}").into_boxed_str(), Arc::clone(rules));
+        for table in self.roles.iter().rev() {
+            for ((namespace, name), rules) in table {
+                snapshot
+                    .roles
+                    .insert(format!("{namespace}/{name}").into_boxed_str(), Arc::clone(rules));
+            }
         }
+        snapshot.collisions = self.collisions();
         snapshot
     }
 }

@@ -64,6 +64,9 @@ pub struct Snapshot {
     /// sees exactly the rules the proxy will grant through that binding.
     pub(super) cluster_roles: FastMap<Box<str>, Rules>,
     pub(super) roles: FastMap<Box<str>, Rules>,
+    /// Roles the cluster defines under a name the proxy defines too (see
+    /// [`SnapshotBuilder::collisions`](super::SnapshotBuilder::collisions)).
+    pub(super) collisions: Vec<String>,
 }
 
 impl Snapshot {
@@ -154,6 +157,12 @@ impl Snapshot {
             }
         }
         lists.iter().flat_map(|rules| rules.iter()).collect()
+    }
+
+    /// Roles of the cluster named like roles of the proxy (`ClusterRole NAME`, `Role NS/NAME`):
+    /// the proxy's bindings keep the proxy's.
+    pub fn collisions(&self) -> &[String] {
+        &self.collisions
     }
 
     /// The rules of the ClusterRole `name`, or of the Role `namespace/name` when `namespace` is
