@@ -135,6 +135,17 @@ expect_fail "the exec role has no attach" 'cannot create resource "pods/attach"'
 expect_fail "read-only developer cannot exec (WebSocket)" 'cannot create resource "pods/exec"' k dev k8s exec web -n dev -- echo no
 expect_fail "read-only developer cannot exec (SPDY)" 'cannot create resource "pods/exec"' env KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false "$KOP_KUBECTL" --server "$KOP_PROXY_URL/k8s" --certificate-authority "$KOP_CA" --token "${TOK[dev]}" exec web -n dev -- echo no
 expect_fail "watcher cannot exec in kind" 'cannot create resource "pods/exec"' k wendy kind exec web -n team -- echo no
+# A ClusterRole written inside the cluster with the built-in role's name changes nothing.
+admin kind create clusterrole kind:watcher --verb='*' --resource='*' >/dev/null
+for _ in $(seq 1 50); do
+  curl -sf "$KOP_PROBE_URL/clusters" | jq -e '.clusters[] | select(.name == "kind") | .roleNameCollisions | index("ClusterRole kind:watcher")' >/dev/null && break
+  sleep 0.2
+done
+expect_ok "/clusters names the role written in kind under a built-in name" "ClusterRole kind:watcher" \
+  bash -c "curl -sf $KOP_PROBE_URL/clusters | jq -c '.clusters[] | select(.name == \"kind\") | .roleNameCollisions'"
+expect_fail "...and the watcher still cannot exec in kind" 'cannot create resource "pods/exec"' k wendy kind exec web -n team -- echo no
+expect_fail "...nor delete" "no" k wendy kind auth can-i delete pods -n team
+admin kind delete clusterrole kind:watcher >/dev/null
 
 target=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 local_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -194,6 +194,125 @@ async fn secret_keys_add_change_and_remove_clusters() {
     );
 }
 
+/// A watch and an exec session through `edge`, as (the watch's body, the exec's upgraded IO).
+async fn open_streams(
+    r: &Ring,
+    cluster: &str,
+) -> (
+    hyper::body::Incoming,
+    hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+) {
+    let t = r
+        .iss
+        .token()
+        .sub("ann")
+        .groups(&[&format!("{cluster}:devops")])
+        .sign();
+    let mut conn = r.p.conn().await;
+    let resp = conn
+        .get(
+            &format!("/{cluster}/api/v1/namespaces/dev/configmaps?watch=true"),
+            &[("authorization", &format!("Bearer {t}"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let watch = resp.into_body();
+    let mut conn = r.p.conn().await;
+    let req = http::Request::post(format!(
+        "/{cluster}/api/v1/namespaces/dev/pods/web/exec?command=sh"
+    ))
+    .header("authorization", format!("Bearer {t}"))
+    .header("connection", "Upgrade")
+    .header("upgrade", "SPDY/3.1")
+    .header("x-stream-protocol-version", "v4.channel.k8s.io")
+    .body(support::full(bytes::Bytes::new()))
+    .unwrap();
+    let mut resp = conn.send(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    (watch, io)
+}
+
+/// Both streams still work now, and end within `secs` once `change` is made.
+async fn streams_end_after(
+    (mut watch, mut io): (
+        hyper::body::Incoming,
+        hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    ),
+    secs: u64,
+    change: impl std::future::Future<Output = ()>,
+) {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    io.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    io.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping", "the exec session works before the change");
+    change.await;
+    let wait = Duration::from_secs(secs);
+    let rest = tokio::time::timeout(wait, async {
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.map(|_| rest)
+    })
+    .await;
+    assert!(rest.is_ok(), "the exec session ended within {secs}s");
+    let ended = tokio::time::timeout(wait, async {
+        while let Some(frame) = watch.frame().await {
+            if frame.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "the watch ended cleanly within {secs}s");
+}
+
+/// Removing a cluster, or changing its credentials, ends every stream opened through it: the
+/// streams must not outlive the credentials they were opened with.
+#[tokio::test]
+async fn a_removed_or_replaced_cluster_ends_its_streams() {
+    let r = ring(&[], &[]).await;
+    r.p.wait_ready().await;
+    r.put_secret(&[("edge", &kc(&r.a)), ("other", &kc(&r.b))]);
+    r.wait_served_by("edge", Ok("a")).await;
+    r.wait_served_by("other", Ok("b")).await;
+
+    // A credential change: the new version takes over, the old one's streams end.
+    let streams = open_streams(&r, "edge").await;
+    let untouched = open_streams(&r, "other").await;
+    streams_end_after(streams, 5, async {
+        r.put_secret(&[("edge", &kc(&r.b)), ("other", &kc(&r.b))]);
+        r.wait_served_by("edge", Ok("b")).await;
+    })
+    .await;
+
+    // A removal.
+    let streams = open_streams(&r, "edge").await;
+    streams_end_after(streams, 5, async {
+        r.put_secret(&[("other", &kc(&r.b))]);
+        r.wait_served_by("edge", Err(StatusCode::NOT_FOUND)).await;
+    })
+    .await;
+
+    // The other cluster's streams were never touched.
+    let (mut watch, mut io) = untouched;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        io.write_all(b"still").await.unwrap();
+        let mut back = [0u8; 5];
+        io.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"still");
+    }
+    let next = tokio::time::timeout(
+        Duration::from_millis(300),
+        http_body_util::BodyExt::frame(&mut watch),
+    )
+    .await;
+    assert!(next.is_err(), "the other cluster's watch is still open");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusters_file_wins_and_a_secret_may_not_run_commands() {
     let r = ring(&["k8s"], &[]).await;

@@ -60,6 +60,10 @@ pub struct Cluster {
     fingerprint: u64,
     /// Stops this cluster's watches when it is removed or replaced.
     stop: CancellationToken,
+    /// Fired when this version stops serving (removed from its source, or replaced by a new
+    /// kubeconfig or identity), not at shutdown: every stream opened through it ends then, so
+    /// no exec, watch or log follow outlives the credentials it was opened with.
+    pub retired: CancellationToken,
 }
 
 /// The last thing that happened to a cluster name, for the status endpoint: a cluster that
@@ -156,6 +160,7 @@ fn swap_in(table: &Table, name: &str, cluster: Arc<Cluster>) {
     });
     if let Some(old) = replaced {
         old.stop.cancel();
+        old.retired.cancel();
     }
 }
 
@@ -267,6 +272,7 @@ impl Registry {
             rbac: Arc::default(),
             fingerprint,
             stop: stop.clone(),
+            retired: CancellationToken::new(),
         });
         rbac::spawn(
             name.to_owned(),
@@ -345,6 +351,7 @@ impl Registry {
         });
         if let Some(old) = removed {
             old.stop.cancel();
+            old.retired.cancel();
         }
         self.forget(name);
     }

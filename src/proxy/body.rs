@@ -12,6 +12,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::metrics::{ClusterLabel, Decision, GaugeGuard, Metrics, Verb};
 
@@ -46,6 +47,10 @@ impl Drop for Finish {
 pub struct Observed {
     inner: Incoming,
     finish: Option<Finish>,
+    /// For a long-running response (a watch, a log follow, a proxied stream): fires when the
+    /// cluster it came through is removed or its credentials change, and the body then ends,
+    /// as when the API server ends a watch (a clean end of the chunked body or HTTP/2 stream).
+    ends: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl Observed {
@@ -53,7 +58,14 @@ impl Observed {
         Observed {
             inner,
             finish: Some(finish),
+            ends: None,
         }
+    }
+
+    /// Ends the body when `token` fires (checked before every frame and woken by it).
+    pub fn ending_with(mut self, token: CancellationToken) -> Self {
+        self.ends = Some(Box::pin(token.cancelled_owned()));
+        self
     }
 }
 
@@ -65,6 +77,12 @@ impl Body for Observed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(ends) = self.ends.as_mut()
+            && ends.as_mut().poll(cx).is_ready()
+        {
+            self.finish.take();
+            return Poll::Ready(None);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
             self.finish.take();
@@ -73,7 +91,7 @@ impl Body for Observed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.finish.is_none() || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

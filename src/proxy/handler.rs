@@ -68,6 +68,8 @@ struct Checked {
 struct Forward {
     upgrade: bool,
     watch: bool,
+    /// A watch, log follow, exec, proxy stream ...: ended when its cluster is retired.
+    long: bool,
     uri: http::Uri,
     checked: Option<Checked>,
     carry: Carry,
@@ -172,6 +174,7 @@ impl Proxy {
         let fwd = Forward {
             upgrade,
             watch,
+            long,
             uri,
             checked,
             carry,
@@ -418,11 +421,18 @@ impl Proxy {
         if let (Some(client_upgrade), true) = (client_upgrade, switched) {
             let server_upgrade = hyper::upgrade::on(&mut resp);
             let guard = (self.recorder.metrics.upgraded_stream_opened(), ctx.slot.take());
-            self.streams
-                .splice(client_upgrade, server_upgrade, cluster.name.clone(), guard);
+            self.streams.splice(
+                client_upgrade,
+                server_upgrade,
+                cluster.name.clone(),
+                cluster.retired.clone(),
+                guard,
+            );
         }
         headers::clean_response(resp.headers_mut(), fwd.upgrade && switched);
-        Ok(self.recorder.observe(ctx, resp, fwd.watch))
+        // A stream that used the cluster's credentials ends with them (removed or replaced).
+        let ends = fwd.long.then(|| cluster.retired.clone());
+        Ok(self.recorder.observe(ctx, resp, fwd.watch, ends))
     }
 
     /// Client headers cleaned, the proxy's added (after the cleaning, so `Connection` can never

@@ -194,8 +194,14 @@ impl Recorder {
     }
 
     /// Wraps a proxied response so its metrics are recorded (and the user's place given back)
-    /// when the stream ends.
-    pub fn observe(&self, ctx: &mut Ctx, resp: Response<Incoming>, watch: bool) -> Response<ProxyBody> {
+    /// when the stream ends; a long-running one also ends when `ends` fires.
+    pub fn observe(
+        &self,
+        ctx: &mut Ctx,
+        resp: Response<Incoming>,
+        watch: bool,
+        ends: Option<tokio_util::sync::CancellationToken>,
+    ) -> Response<ProxyBody> {
         let (parts, body) = resp.into_parts();
         let mut guards: Vec<GaugeGuard> = ctx.inflight.take().into_iter().collect();
         if watch && parts.status.is_success() {
@@ -212,7 +218,12 @@ impl Recorder {
             guards,
             slot: ctx.slot.take(),
         };
-        Response::from_parts(parts, Either::Left(Observed::new(body, finish)))
+        let observed = Observed::new(body, finish);
+        let observed = match ends {
+            Some(token) => observed.ending_with(token),
+            None => observed,
+        };
+        Response::from_parts(parts, Either::Left(observed))
     }
 
     /// The audit event of a request: resource and non-resource (`/version`, `/logs/...`) alike,

@@ -28,6 +28,7 @@ impl Streams {
         client: OnUpgrade,
         server: OnUpgrade,
         cluster: Arc<str>,
+        retired: CancellationToken,
         guard: impl Send + 'static,
     ) {
         let close = self.close.clone();
@@ -48,6 +49,8 @@ impl Streams {
                     Err(e) => tracing::debug!(%cluster, error = %e, "upgraded stream ended with an error"),
                 },
                 _ = close.cancelled() => tracing::debug!(%cluster, "upgraded stream closed by shutdown"),
+                _ = retired.cancelled() => tracing::info!(%cluster,
+                    "upgraded stream closed: the cluster was removed or its credentials changed"),
             }
         });
     }
