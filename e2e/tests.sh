@@ -228,11 +228,14 @@ expect_ok "...and it changed" '"a":"2"' admin k8s get configmap ssa-old -n dev -
 # build, KOP_E2E_PAUSE_HELD_WRITE) waits 1.5 s between the dry run of a write to race-* and the
 # real write; the object is deleted (or replaced) in that window. Without the dry run's uid on
 # the real write, kube-apiserver would create the object for nog.
-race() { # NAME COMMAND... : run the write in the background, change the object 0.7 s in
+dry_runs() { grep -c "configmaps/$1?[^\"]*dryRun=All" "$KOP_AUDIT_K8S" 2>/dev/null; }
+race() { # NAME COMMAND... : run the write in the background, change the object once its dry run is done
   local name="$1"; shift
+  local before; before="$(dry_runs "$name")"
   ( "$@" >"$OUT/$name.out" 2>&1; echo $? >"$OUT/$name.rc" ) &
   local pid=$!
-  sleep 0.7
+  # kube-apiserver's audit log shows the dry run: the real write is now held for 1.5 s.
+  for _ in $(seq 1 200); do [ "$(dry_runs "$name")" -gt "$before" ] && break; sleep 0.05; done
   admin k8s -n dev delete configmap "$name" --wait=false >/dev/null
   [ "${REPLACE:-}" = 1 ] && admin k8s -n dev create configmap "$name" --from-literal=a=other >/dev/null
   wait "$pid"
@@ -288,6 +291,30 @@ expect_ok "kubectl auth can-i --as answers for the target: list" "yes" k ann k8s
 expect_fail "kubectl auth can-i --as answers for the target: delete" "no" k ann k8s auth can-i delete pods -n dev --as=dev --as-group=k8s:developer:dev
 got="$(ki ann get pods -n dev --as=dev --as-group=k8s:developer:dev 2>&1)"
 if grep -q web <<<"$got"; then ok "--as through the impersonating proxy"; else bad "--as through the impersonating proxy" "$got"; fi
+code="$(curl -s -o "$OUT/extra.json" -w '%{http_code}' --cacert "$KOP_CA" -H "Authorization: Bearer ${TOK[ann]}" \
+  -H 'Impersonate-User: dev' -H 'Impersonate-Extra-authentication.kubernetes.io%2foriginal-username: mallory' \
+  "$KOP_PROXY_IMP_URL/k8s/api/v1/namespaces/dev/pods")"
+if [ "$code" = 400 ] && grep -q "set by the proxy" "$OUT/extra.json"; then ok "a client cannot write the extra that names the real person (400)"
+else bad "a client cannot write the extra that names the real person (400)" "$code $(cat "$OUT/extra.json")"; fi
+if ! jq -e 'select((.impersonatedUser.extra["authentication.kubernetes.io/original-username"] // []) | index("mallory"))' "$KOP_AUDIT_K8S" >/dev/null 2>&1; then
+  ok "...and kube-apiserver's audit log never saw mallory as the original user"
+else bad "...and kube-apiserver's audit log never saw mallory as the original user"; fi
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$OUT/csr.key" -subj "/CN=ann" -out "$OUT/csr.pem" 2>/dev/null
+cat >"$OUT/csr.yaml" <<Y
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: ann-e2e}
+spec:
+  request: $(base64 -w0 "$OUT/csr.pem")
+  signerName: kubernetes.io/kube-apiserver-client
+  usages: [client auth]
+Y
+expect_fail "with the proxy's credentials a CSR is refused: it would carry the proxy's name" "--allow-csr-as-proxy" \
+  k ann k8s create -f "$OUT/csr.yaml"
+expect_fail "...and the cluster never got it" "NotFound" admin k8s get csr ann-e2e
+expect_ok "through the impersonating proxy the CSR is created" "created" ki ann create -f "$OUT/csr.yaml"
+expect_ok "...and records the person as its requester" "ann" admin k8s get csr ann-e2e -o jsonpath='{.spec.username}'
+admin k8s delete csr ann-e2e >/dev/null
 entry="$(jq -c 'select(.user.username == "kube-oidc-proxy-imp" and .impersonatedUser.username == "dev" and (.impersonatedUser.extra["authentication.kubernetes.io/original-username"] // []) == ["ann"])' "$KOP_AUDIT_K8S" 2>/dev/null | head -1)"
 if [ -n "$entry" ]; then ok "kube-apiserver's audit log shows the target dev and the person behind it, ann"; else bad "kube-apiserver's audit log shows the target dev and the person behind it, ann" "$(grep -c impersonatedUser "$KOP_AUDIT_K8S") impersonated entries"; fi
 
@@ -371,8 +398,17 @@ secret edge="$OUT/broken.kubeconfig"
 eventually "a broken kubeconfig in the Secret is reported" 30 "not valid YAML" \
   bash -c "curl -sf $KOP_PROBE_URL/clusters | jq -r '.clusters[] | select(.name == \"edge\") | .lastError'"
 expect_ok "...and the previous edge keeps serving" "web" k wendy edge get pods -n apps
+# A watch opened through edge must not outlive edge's credentials.
+k wendy edge get pods -n apps -w >"$OUT/edge-watch.out" 2>&1 &
+edge_watch=$!
+sleep 1
 secret edge="$KOP_INLINE_KIND"
 eventually "a changed Secret value rebuilds edge against kind's API server" 30 "team" k wendy edge get pods -A
+for _ in $(seq 1 50); do kill -0 "$edge_watch" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$edge_watch" 2>/dev/null; then
+  kill "$edge_watch"; bad "...and the watch opened with the old credentials ended" "$(cat "$OUT/edge-watch.out")"
+elif wait "$edge_watch"; then ok "...and the watch opened with the old credentials ended cleanly (kubectl get -w exited 0)"
+else bad "...and the watch opened with the old credentials ended cleanly" "$(cat "$OUT/edge-watch.out")"; fi
 
 mgmt delete capiclusterrolebinding watchers-view >/dev/null
 eventually "deleting the CAPIClusterRoleBinding revokes the grant" 30 'User "wendy" cannot list resource "pods"' k wendy edge get pods -A

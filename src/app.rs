@@ -24,8 +24,8 @@ use crate::{
     },
     authz::capi::CapiPolicy,
     cli::{Args, IssuersFrom},
-    cluster::token_review::TokenReviewer,
     cluster::{Registry, UpstreamOptions},
+    cluster::{review_rate::ReviewRates, token_review::TokenReviewer},
     config::clusters::{self, Identity},
     config::role_file::{self, RoleFile},
     management,
@@ -142,9 +142,17 @@ pub async fn start_with_sink(args: Args, access_log: Arc<dyn Sink>) -> Result<Ru
     let audit = start_audit(&args, &audit_stats)?;
 
     let streams = Streams::default();
-    let reviewer = args
-        .token_passthrough
-        .then(|| TokenReviewer::new(args.token_passthrough_audiences.clone(), TOKEN_REVIEW_CACHE));
+    let reviewer = args.token_passthrough.then(|| {
+        let rates = ReviewRates {
+            total: args.token_passthrough_reviews_per_second,
+            per_client: args.token_passthrough_reviews_per_client,
+        };
+        TokenReviewer::new(
+            args.token_passthrough_audiences.clone(),
+            TOKEN_REVIEW_CACHE,
+            rates,
+        )
+    });
     let proxy = Arc::new(Proxy {
         authn: authn.clone(),
         reviewer,

@@ -460,6 +460,66 @@ async fn token_passthrough_reviews_with_the_cluster_and_caches_briefly() {
     assert_eq!(get(&p, &path, "late-token", &[]).await.0, StatusCode::OK);
 }
 
+/// Anyone can present a made-up token, and each review goes out with the proxy's credentials:
+/// reviews are bounded per client address (and in total), answered 429 with `Retry-After`
+/// beyond that, while tokens answered from the cache are never held back.
+#[tokio::test]
+async fn token_reviews_are_bounded_per_client() {
+    let iss = issuer().run().await;
+    let api = apiserver().name("k8s").run().await;
+    grants(&api);
+    api.store().put(
+        "rolebindings",
+        role_binding(
+            "dev",
+            "robot-reads",
+            "ClusterRole",
+            "reader",
+            json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "ci"}]),
+        ),
+    );
+    api.accept_token("sa-token", "system:serviceaccount:ci:robot", &[]);
+    let p = proxy(&iss)
+        .arg("--token-passthrough")
+        .arg("--token-passthrough-reviews-per-client=2")
+        .cluster("k8s", &api, "", Cred::Token("proxy-token".into()))
+        .run()
+        .await;
+    let path = format!("/k8s{CONFIGMAPS}");
+    assert_eq!(get(&p, &path, "sa-token", &[]).await.0, StatusCode::OK);
+    // The burst (twice the rate) is 4 reviews: the valid token took one.
+    for i in 0..3 {
+        let (code, _) = get(&p, &path, &format!("made-up-{i}"), &[]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "made-up-{i}");
+    }
+    let mut conn = p.conn().await;
+    let resp = conn
+        .get(&path, &[("authorization", "Bearer made-up-flood")])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    for i in 0..20 {
+        let (code, _) = get(&p, &path, &format!("flood-{i}"), &[]).await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(api.token_reviews(), 4, "no review beyond the bound was sent");
+    // The cached token is not held back.
+    for _ in 0..10 {
+        assert_eq!(get(&p, &path, "sa-token", &[]).await.0, StatusCode::OK);
+    }
+    // Nor is the issuer's own token, which needs no review.
+    let ann = iss.token().sub("ann").groups(&["team"]).sign();
+    assert_eq!(get(&p, &path, &ann, &[]).await.0, StatusCode::OK);
+    // Half a second later one more review is allowed (2 a second).
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(
+        get(&p, &path, "made-up-late", &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(api.token_reviews(), 5);
+}
+
 /// Callers waiting on one token's review against a hanging cluster each give up after one
 /// review timeout: a failed review lets the next caller try its own, and without a bound on
 /// the whole wait the last of N callers would wait N timeouts in a row.

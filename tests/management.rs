@@ -313,6 +313,17 @@ async fn a_removed_or_replaced_cluster_ends_its_streams() {
     assert!(next.is_err(), "the other cluster's watch is still open");
 }
 
+/// An API server that goes away ends the streams through it too (the proxy holds nothing open).
+#[tokio::test]
+async fn an_api_server_that_stops_ends_its_streams() {
+    let r = ring(&[], &[]).await;
+    r.p.wait_ready().await;
+    r.put_secret(&[("edge", &kc(&r.a))]);
+    r.wait_served_by("edge", Ok("a")).await;
+    let streams = open_streams(&r, "edge").await;
+    streams_end_after(streams, 5, async { r.a.shutdown() }).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusters_file_wins_and_a_secret_may_not_run_commands() {
     let r = ring(&["k8s"], &[]).await;

@@ -60,6 +60,18 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', help_heading = "Kube-OIDC-Proxy")]
     pub token_passthrough_audiences: Vec<String>,
 
+    /// TokenReviews `--token-passthrough` may send per second in all (bursts of twice as many);
+    /// a request that would need one more gets 429. Answers from the review cache do not count.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..),
+          help_heading = "Kube-OIDC-Proxy")]
+    pub token_passthrough_reviews_per_second: u32,
+
+    /// TokenReviews `--token-passthrough` may send per second for one client address (the
+    /// peer, or the last `X-Forwarded-For` entry from `--trusted-proxies`), bursts of twice as many.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..),
+          help_heading = "Kube-OIDC-Proxy")]
+    pub token_passthrough_reviews_per_client: u32,
+
     /// Send the user's own bearer token upstream and none of the proxy's credentials (default
     /// identity passthrough-user-token), for clusters that trust the same issuer.
     #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1,

@@ -3,6 +3,7 @@
 //! background task that keeps its RBAC snapshot current.
 
 pub mod rbac;
+pub mod review_rate;
 pub mod shown;
 pub mod token_review;
 pub mod upstream;

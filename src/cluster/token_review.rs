@@ -7,10 +7,12 @@
 //! Answers are cached briefly per cluster and token (by SHA-256 digest: the cache never holds a
 //! token): allowed for `ALLOW_TTL`, refused for `DENY_TTL`; errors are never cached. One review
 //! per cluster and token is in flight at a time; concurrent requests wait for its answer. The
-//! cache is bounded.
+//! cache is bounded, and so is the rate of reviews actually sent, per client address and in
+//! total ([`super::review_rate`]): a review over either bound is not sent (429).
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,6 +24,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::Cluster;
+use super::review_rate::{ReviewLimiter, ReviewRates};
 use crate::authn::{TokenCache, User};
 
 /// How long an authenticated answer is reused.
@@ -62,6 +65,9 @@ pub enum ReviewError {
     Timeout,
     #[error("too many tokens under review")]
     Busy,
+    /// Over the review rate of the client's address or of the process: ask again after this.
+    #[error("too many TokenReviews; retry after {0:?}")]
+    RateLimited(Duration),
 }
 
 pub struct TokenReviewer {
@@ -69,6 +75,7 @@ pub struct TokenReviewer {
     capacity: usize,
     slots: Mutex<HashMap<Key, Slot>>,
     in_flight: tokio::sync::Semaphore,
+    rate: ReviewLimiter,
 }
 
 #[derive(Deserialize)]
@@ -102,20 +109,29 @@ struct AnswerUser {
 }
 
 impl TokenReviewer {
-    pub fn new(audiences: Vec<String>, capacity: usize) -> Self {
+    pub fn new(audiences: Vec<String>, capacity: usize, rates: ReviewRates) -> Self {
         TokenReviewer {
             audiences,
             capacity: capacity.max(1),
             slots: Mutex::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
+            rate: ReviewLimiter::new(rates),
         }
     }
 
-    /// The cluster's verdict on `token`: `Ok(Some(user))` authenticated, `Ok(None)` not.
-    pub async fn review(&self, cluster: &Cluster, token: &str) -> Result<Option<Arc<User>>, ReviewError> {
+    /// The cluster's verdict on `token`, presented by `client`: `Ok(Some(user))` authenticated,
+    /// `Ok(None)` not.
+    pub async fn review(
+        &self,
+        cluster: &Cluster,
+        token: &str,
+        client: IpAddr,
+    ) -> Result<Option<Arc<User>>, ReviewError> {
         let key: Key = (cluster.name.clone(), TokenCache::key(token));
         let cell = self.slot(&key).ok_or(ReviewError::Busy)?;
         let init = cell.get_or_try_init(|| async {
+            // Counted only here, where a review is really about to be sent.
+            self.rate.admit(client).map_err(ReviewError::RateLimited)?;
             let review = async {
                 let _place = self.in_flight.acquire().await.map_err(|_| ReviewError::Busy)?;
                 self.ask(cluster, token).await
@@ -248,6 +264,11 @@ impl TokenReviewer {
 mod tests {
     use super::*;
 
+    const RATES: ReviewRates = ReviewRates {
+        total: 100,
+        per_client: 10,
+    };
+
     fn status(v: serde_json::Value) -> AnswerStatus {
         serde_json::from_value::<Answer>(serde_json::json!({"status": v}))
             .unwrap()
@@ -256,7 +277,7 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let r = TokenReviewer::new(vec![], 10);
+        let r = TokenReviewer::new(vec![], 10, RATES);
         let ok = status(serde_json::json!({"authenticated": true,
             "user": {"username": "system:serviceaccount:ci:robot", "uid": "u1",
                      "groups": ["system:serviceaccounts", "system:serviceaccounts:ci", "system:authenticated"]}}));
@@ -280,7 +301,7 @@ mod tests {
             r.verdict(status(serde_json::json!({"authenticated": true, "user": {}}))),
             Reviewed::Denied
         ));
-        let aud = TokenReviewer::new(vec!["kop".into()], 10);
+        let aud = TokenReviewer::new(vec!["kop".into()], 10, RATES);
         let other = status(
             serde_json::json!({"authenticated": true, "audiences": ["api"], "user": {"username": "x"}}),
         );
@@ -293,7 +314,7 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded() {
-        let r = TokenReviewer::new(vec![], 3);
+        let r = TokenReviewer::new(vec![], 3, RATES);
         let name: Arc<str> = Arc::from("c");
         for i in 0..10u8 {
             let cell = r
@@ -303,7 +324,7 @@ mod tests {
         }
         assert!(r.slots.lock().unwrap().len() <= 3);
         // Full of reviews in flight: no new slot, the map does not grow.
-        let busy = TokenReviewer::new(vec![], 2);
+        let busy = TokenReviewer::new(vec![], 2, RATES);
         assert!(busy.slot(&(name.clone(), [1; 32])).is_some());
         assert!(busy.slot(&(name.clone(), [2; 32])).is_some());
         assert!(busy.slot(&(name.clone(), [3; 32])).is_none());

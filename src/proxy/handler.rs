@@ -33,7 +33,11 @@ use crate::{
         requester::{self, Requester, WritePlan},
         reviews::{self, SelfReview, UserView},
     },
-    cluster::{Cluster, Registry, token_review::TokenReviewer, upstream::Watchdog},
+    cluster::{
+        Cluster, Registry,
+        token_review::{ReviewError, TokenReviewer},
+        upstream::Watchdog,
+    },
     config::clusters::Identity,
     metrics,
 };
@@ -134,7 +138,7 @@ impl Proxy {
             return Err(Refusal::UriTooLong(Some(len)));
         }
         // Before anything else, so an unauthenticated client learns nothing.
-        let Authenticated { user, reviewed } = self.authenticate(&req, conn.memo).await?;
+        let Authenticated { user, reviewed } = self.authenticate(&req, conn.memo, ctx).await?;
         ctx.user = Some(user.clone());
         let route = self.route(&req).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let cluster = (self.clusters.get(route.cluster))
@@ -231,6 +235,7 @@ impl Proxy {
         &self,
         req: &Request<Incoming>,
         memo: Option<&ConnMemo>,
+        ctx: &Ctx,
     ) -> Result<Authenticated, Refusal> {
         let token = headers::bearer_token(req.headers()).ok_or(Refusal::Unauthenticated)?;
         match self.authn.authenticate_on(&token, memo).await {
@@ -253,9 +258,10 @@ impl Proxy {
             .ok()
             .and_then(|r| self.clusters.get(r.cluster))
             .ok_or(Refusal::Unauthenticated)?;
-        match reviewer.review(&cluster, token).await {
+        match reviewer.review(&cluster, token, client_address(ctx)).await {
             Ok(Some(user)) => Ok(Authenticated { user, reviewed: true }),
             Ok(None) => Err(Refusal::Unauthenticated),
+            Err(ReviewError::RateLimited(_)) => Err(Refusal::TooManyRequests),
             Err(e) => {
                 tracing::warn!(cluster = %cluster.name, error = %e, "token passthrough: cannot review the token");
                 Err(Refusal::Unauthenticated)
@@ -492,6 +498,16 @@ impl Proxy {
             _ => Err(Refusal::TooManyRequests),
         }
     }
+}
+
+/// The address a client is counted under: the peer, or for a trusted front proxy the address it
+/// says it received the request from (the last `X-Forwarded-For` entry).
+fn client_address(ctx: &Ctx) -> std::net::IpAddr {
+    (ctx.forwarded_for.as_ref())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|chain| chain.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
+        .unwrap_or(ctx.peer.addr.ip())
 }
 
 /// Whose credentials go upstream: the user's own token when the cluster reviewed it or the
