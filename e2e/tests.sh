@@ -193,6 +193,9 @@ rules:
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, update, patch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles]
+  verbs: [get, list, update, patch, delete]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -224,38 +227,42 @@ expect_fail "apply --server-side of a new object without create is refused" 'can
 expect_fail "...and nothing was created" "NotFound" admin k8s get configmap ssa-new -n dev
 expect_ok "apply --server-side to an existing object needs no create" "serverside-applied" k nog k8s apply --server-side --force-conflicts -f "$OUT/ssa-old.yaml"
 expect_ok "...and it changed" '"a":"2"' admin k8s get configmap ssa-old -n dev -o jsonpath='{.data}'
-# The checked-write race: nog may update configmaps but not create them. The proxy (debug
-# build, KOP_E2E_PAUSE_HELD_WRITE) waits 1.5 s between the dry run of a write to race-* and the
-# real write; the object is deleted (or replaced) in that window. Without the dry run's uid on
-# the real write, kube-apiserver would create the object for nog.
-dry_runs() { grep -c "configmaps/$1?[^\"]*dryRun=All" "$KOP_AUDIT_K8S" 2>/dev/null; }
-race() { # NAME COMMAND... : run the write in the background, change the object once its dry run is done
-  local name="$1"; shift
-  local before; before="$(dry_runs "$name")"
+# The checked-write race: nog may update and delete Roles in dev but not create them (and holds
+# the rules of race-role). The proxy (debug build, KOP_E2E_PAUSE_HELD_WRITE) waits 1.5 s
+# between the dry run of a write to race-* and the real write; nog deletes (or an admin
+# replaces) the object in that window. Roles are created by PUT when missing: without the dry
+# run's uid on the real write, kube-apiserver would create the Role for nog with the proxy's
+# rights.
+dry_runs() { grep -c "$1/$2?[^\"]*dryRun=All" "$KOP_AUDIT_K8S" 2>/dev/null; }
+race() { # KIND NAME CHANGE COMMAND... : run the write in the background; once its dry run is
+         # in kube-apiserver's audit log (the real write is then held), run CHANGE
+  local kind="$1" name="$2" change="$3"; shift 3
+  local before; before="$(dry_runs "$kind" "$name")"
   ( "$@" >"$OUT/$name.out" 2>&1; echo $? >"$OUT/$name.rc" ) &
   local pid=$!
-  # kube-apiserver's audit log shows the dry run: the real write is now held for 1.5 s.
-  for _ in $(seq 1 200); do [ "$(dry_runs "$name")" -gt "$before" ] && break; sleep 0.05; done
-  admin k8s -n dev delete configmap "$name" --wait=false >/dev/null
-  [ "${REPLACE:-}" = 1 ] && admin k8s -n dev create configmap "$name" --from-literal=a=other >/dev/null
+  for _ in $(seq 1 200); do [ "$(dry_runs "$kind" "$name")" -gt "$before" ] && break; sleep 0.05; done
+  eval "$change" >/dev/null
   wait "$pid"
 }
 race_gone() { # NAME WHAT PATTERN
   if [ "$(cat "$OUT/$1.rc")" != 0 ] && grep -qF -- "$3" "$OUT/$1.out"; then ok "$2"; else bad "$2" "$(cat "$OUT/$1.out")"; fi
 }
-admin k8s -n dev create configmap race-put --from-literal=a=1 >/dev/null
-admin k8s -n dev get configmap race-put -o json | jq 'del(.metadata.uid, .metadata.resourceVersion, .metadata.creationTimestamp, .metadata.managedFields) | .data.a = "2"' >"$OUT/race-put.json"
-race race-put k nog k8s replace -f "$OUT/race-put.json"
-race_gone race-put "PUT: a delete between the dry run and the write gets kube-apiserver's 409" "Precondition failed: UID in precondition"
-expect_fail "...and nog created nothing" "NotFound" admin k8s get configmap race-put -n dev
-admin k8s -n dev create configmap race-put --from-literal=a=1 >/dev/null
-REPLACE=1 race race-put k nog k8s replace -f "$OUT/race-put.json"
-race_gone race-put "PUT: an object replaced between the dry run and the write is not overwritten (409)" "Precondition failed: UID in precondition"
-expect_ok "...and the replacement is as its writer left it" '"a":"other"' admin k8s get configmap race-put -n dev -o jsonpath='{.data}'
-admin k8s -n dev delete configmap race-put >/dev/null
+race_role() { printf 'apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: race-role, namespace: dev}\nrules: [{apiGroups: [""], resources: [configmaps], verbs: [%s]}]\n' "$1"; }
+race_role get | admin k8s apply -f - >/dev/null
+race_role get >"$OUT/race-role.yaml"
+can_i nog update roles || bad "the proxy saw nog's grant on roles"
+race roles race-role 'k nog k8s -n dev delete role race-role --wait=false' k nog k8s replace -f "$OUT/race-role.yaml"
+race_gone race-role "PUT: nog deletes the Role between the dry run and the write: kube-apiserver's 409" "Precondition failed: UID in precondition"
+expect_fail "...and nog created no Role" "NotFound" admin k8s get role race-role -n dev
+race_role get | admin k8s apply -f - >/dev/null
+race roles race-role 'admin k8s -n dev delete role race-role; race_role list | admin k8s apply -f -' \
+  k nog k8s replace -f "$OUT/race-role.yaml"
+race_gone race-role "PUT: a Role replaced between the dry run and the write is not overwritten (409)" "Precondition failed: UID in precondition"
+expect_ok "...and the replacement is as its writer left it" "list" admin k8s get role race-role -n dev -o jsonpath='{.rules[0].verbs}'
+admin k8s -n dev delete role race-role >/dev/null
 admin k8s -n dev create configmap race-ssa --from-literal=a=1 >/dev/null
 printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: race-ssa, namespace: dev}\ndata: {a: "2"}\n' >"$OUT/race-ssa.yaml"
-race race-ssa k nog k8s apply --server-side --force-conflicts -f "$OUT/race-ssa.yaml"
+race configmaps race-ssa 'admin k8s -n dev delete configmap race-ssa' k nog k8s apply --server-side --force-conflicts -f "$OUT/race-ssa.yaml"
 race_gone race-ssa "server-side apply: a delete between the dry run and the write gets 409" "uid mismatch"
 expect_fail "...and nog created nothing" "NotFound" admin k8s get configmap race-ssa -n dev
 admin k8s -n dev patch role narrow --type=json -p '[{"op":"add","path":"/rules/1/verbs/-","value":"create"}]' >/dev/null
