@@ -520,6 +520,48 @@ async fn token_reviews_are_bounded_per_client() {
     assert_eq!(api.token_reviews(), 5);
 }
 
+/// Behind a trusted front proxy the client is the address it appended last: a client that
+/// forges its own `X-Forwarded-For` (a front proxy that adds a second field, as HAProxy does)
+/// cannot pose as a new address for each review.
+#[tokio::test]
+async fn a_forged_forwarded_for_does_not_reset_the_review_bound() {
+    let iss = issuer().run().await;
+    let api = apiserver().name("k8s").run().await;
+    grants(&api);
+    let p = proxy(&iss)
+        .arg("--token-passthrough")
+        .arg("--token-passthrough-reviews-per-client=2")
+        .arg("--trusted-proxies=127.0.0.1")
+        .cluster("k8s", &api, "", Cred::Token("proxy-token".into()))
+        .run()
+        .await;
+    let path = format!("/k8s{CONFIGMAPS}");
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let forged = format!("198.51.100.{i}");
+        let auth = format!("Bearer made-up-{i}");
+        let mut conn = p.conn().await;
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-forwarded-for", forged.as_str()),
+            ("x-forwarded-for", "203.0.113.7"),
+        ];
+        codes.push(conn.get(&path, &headers).await.unwrap().status());
+    }
+    assert_eq!(&codes[..4], [StatusCode::UNAUTHORIZED; 4], "{codes:?}");
+    assert_eq!(&codes[4..], [StatusCode::TOO_MANY_REQUESTS; 4], "{codes:?}");
+    // Another client behind the same front proxy has its own bound.
+    let mut conn = p.conn().await;
+    let headers = [
+        ("authorization", "Bearer made-up-x"),
+        ("x-forwarded-for", "203.0.113.8"),
+    ];
+    assert_eq!(
+        conn.get(&path, &headers).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 /// Callers waiting on one token's review against a hanging cluster each give up after one
 /// review timeout: a failed review lets the next caller try its own, and without a bound on
 /// the whole wait the last of N callers would wait N timeouts in a row.

@@ -312,17 +312,20 @@ fn request() -> impl Strategy<Value = Request> {
 // ---- The brute-force evaluator: Kubernetes' RBAC authorizer, line by line. ----
 
 struct Model<'a> {
-    /// In order of precedence: the first role of a name is the one a binding gets.
-    sources: Vec<&'a RbacObjects>,
+    /// In order of precedence, each marked `true` when the proxy defines it (role file, built-in
+    /// roles) and `false` for the cluster's own objects. Authority runs one way: a binding the
+    /// proxy defines gets the first role of its name among the proxy's sources, then the
+    /// cluster's; a binding of the cluster's own gets the cluster's role only.
+    sources: Vec<(&'a RbacObjects, bool)>,
 }
 
 impl Model<'_> {
     fn allows(&self, user: &str, groups: &[String], info: &RequestInfo) -> bool {
-        for source in &self.sources {
+        for &(source, proxy) in &self.sources {
             for binding in &source.cluster_role_bindings {
                 if binding.subjects.iter().any(|s| applies_to(s, user, groups, ""))
                     && self
-                        .rules(&binding.role_ref, "")
+                        .rules(&binding.role_ref, "", proxy)
                         .is_some_and(|rules| rules.iter().any(|r| rule_allows(info, r)))
                 {
                     return true;
@@ -332,7 +335,7 @@ impl Model<'_> {
         if info.namespace.is_empty() {
             return false;
         }
-        for source in &self.sources {
+        for &(source, proxy) in &self.sources {
             for binding in &source.role_bindings {
                 if binding.metadata.namespace != info.namespace.as_str() {
                     continue;
@@ -340,7 +343,7 @@ impl Model<'_> {
                 let ns = binding.metadata.namespace.as_str();
                 if binding.subjects.iter().any(|s| applies_to(s, user, groups, ns))
                     && self
-                        .rules(&binding.role_ref, ns)
+                        .rules(&binding.role_ref, ns, proxy)
                         .is_some_and(|rules| rules.iter().any(|r| rule_allows(info, r)))
                 {
                     return true;
@@ -351,17 +354,21 @@ impl Model<'_> {
     }
 
     /// `GetRoleReferenceRules`: a Role in the binding's namespace (none for a cluster binding)
-    /// or a ClusterRole; the first of its name across the sources.
-    fn rules(&self, role_ref: &RoleRef, namespace: &str) -> Option<&[PolicyRule]> {
+    /// or a ClusterRole; the first of its name across the sources the binding may look in.
+    fn rules(&self, role_ref: &RoleRef, namespace: &str, proxy_binding: bool) -> Option<&[PolicyRule]> {
+        let proxy_first = self.sources.iter().filter(|(_, p)| *p);
+        let cluster = self.sources.iter().filter(|(_, p)| !*p);
+        let looked_in: Vec<&RbacObjects> = match proxy_binding {
+            true => proxy_first.chain(cluster).map(|(s, _)| *s).collect(),
+            false => cluster.map(|(s, _)| *s).collect(),
+        };
         match role_ref.kind {
-            RoleRefKind::ClusterRole => self
-                .sources
+            RoleRefKind::ClusterRole => looked_in
                 .iter()
                 .flat_map(|s| &s.cluster_roles)
                 .find(|r| r.metadata.name == role_ref.name)
                 .map(|r| r.rules.as_slice()),
-            RoleRefKind::Role if !namespace.is_empty() => self
-                .sources
+            RoleRefKind::Role if !namespace.is_empty() => looked_in
                 .iter()
                 .flat_map(|s| &s.roles)
                 .find(|r| r.metadata.namespace == namespace && r.metadata.name == role_ref.name)
@@ -526,7 +533,7 @@ proptest! {
         let snapshot = cluster.snapshot(CLUSTER, &roles, &CapiPolicy::default());
 
         let defaults = default_role_objects(CLUSTER, &namespaces);
-        let model = Model { sources: vec![&own, &file, &defaults] };
+        let model = Model { sources: vec![(&own, false), (&file, true), (&defaults, true)] };
         for r in &requests {
             let Ok(info) = RequestInfo::parse(r.method, &r.path, r.query, false) else {
                 continue;

@@ -203,16 +203,18 @@ impl CapiPolicy {
                 rules: r.spec.rules.clone(),
             });
         }
+        // The kind of a roleRef is told by the proxy's own role resources first: a Role created
+        // in the cluster under a CAPIClusterRole's name must not turn the platform's binding
+        // into a binding to the cluster's Role. Only a name the proxy does not define is
+        // looked up in the cluster.
+        let proxy_role = |ns: &str, name: &str| {
+            (out.roles.iter()).any(|r| r.metadata.namespace == ns && r.metadata.name == name)
+        };
+        let proxy_cluster_role = |name: &str| out.cluster_roles.iter().any(|r| r.metadata.name == name);
         let has_role = |ns: &str, name: &str| {
-            cluster_has_role(ns, name)
-                || out
-                    .roles
-                    .iter()
-                    .any(|r| r.metadata.namespace == ns && r.metadata.name == name)
+            proxy_role(ns, name) || (!proxy_cluster_role(name) && cluster_has_role(ns, name))
         };
-        let has_cluster_role = |name: &str| {
-            cluster_has_cluster_role(name) || out.cluster_roles.iter().any(|r| r.metadata.name == name)
-        };
+        let has_cluster_role = |name: &str| proxy_cluster_role(name) || cluster_has_cluster_role(name);
         let mut role_bindings = Vec::new();
         for b in self
             .role_bindings

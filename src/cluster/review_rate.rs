@@ -81,9 +81,11 @@ impl ReviewLimiter {
         }
     }
 
-    /// One review for `client`, or how long to wait before asking again.
+    /// One review for `client`, or how long to wait before asking again. IPv6 clients are
+    /// counted by /64, the block one host is usually given: rotating addresses within it
+    /// buys nothing.
     pub fn admit(&self, client: IpAddr) -> Result<(), Duration> {
-        self.admit_at(client, Instant::now())
+        self.admit_at(client_key(client), Instant::now())
     }
 
     fn admit_at(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
@@ -111,6 +113,18 @@ impl ReviewLimiter {
         state.total = all;
         state.clients.insert(client, mine);
         Ok(())
+    }
+}
+
+/// The address a client's bucket is kept under: IPv4 as it is (an IPv4-mapped IPv6 address as
+/// IPv4), IPv6 by its /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 
@@ -162,6 +176,20 @@ mod tests {
         // A refused request spends nothing of its client's own bucket.
         let one_second = t0 + Duration::from_secs(1);
         assert_eq!(l.admit_at(ip("10.0.1.99"), one_second), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let l = ReviewLimiter::new(ReviewRates {
+            total: 1000,
+            per_client: 1,
+        });
+        for i in 0..2 {
+            assert_eq!(l.admit(ip(&format!("2001:db8:1:2::{i}"))), Ok(()));
+        }
+        assert!(l.admit(ip("2001:db8:1:2:ffff::9")).is_err(), "same /64");
+        assert_eq!(l.admit(ip("2001:db8:1:3::1")), Ok(()), "another /64");
+        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

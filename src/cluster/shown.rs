@@ -8,7 +8,7 @@
 use std::error::Error;
 
 use http::Uri;
-use kube::client::AuthError;
+use kube::{client::AuthError, config::KubeconfigError};
 
 /// The most of a failing exec plugin's stderr that is shown.
 pub const MAX_STDERR: usize = 512;
@@ -65,6 +65,9 @@ fn unsafe_to_show(e: &(dyn Error + 'static)) -> bool {
     matches!(
         e.downcast_ref::<AuthError>(),
         Some(AuthError::AuthExecRun { .. } | AuthError::AuthExecParse(_) | AuthError::AuthExec(_))
+    ) || matches!(
+        e.downcast_ref::<KubeconfigError>(),
+        Some(KubeconfigError::Parse(_))
     ) || e.is::<serde_saphyr::Error>()
 }
 
@@ -75,7 +78,12 @@ fn safe_text(e: &(dyn Error + 'static)) -> String {
             "the exec plugin's output is not an ExecCredential (its output is not shown)".into()
         }
         Some(AuthError::AuthExec(_)) => "the exec credential plugin failed (details withheld)".into(),
-        _ => yaml_place(e).unwrap_or_else(|| "invalid YAML".into()),
+        // kube-rs keeps the YAML error inside without naming it as the source, and its text
+        // quotes the lines around the error (a token among them).
+        _ => match e.downcast_ref::<KubeconfigError>() {
+            Some(KubeconfigError::Parse(y)) => format!("kubeconfig: {}", place(y)),
+            _ => yaml_place(e).unwrap_or_else(|| "invalid YAML".into()),
+        },
     }
 }
 
@@ -129,11 +137,14 @@ fn bounded(bytes: &[u8]) -> String {
 }
 
 fn yaml_place(e: &(dyn Error + 'static)) -> Option<String> {
-    let y = e.downcast_ref::<serde_saphyr::Error>()?;
-    Some(match y.location() {
+    e.downcast_ref::<serde_saphyr::Error>().map(place)
+}
+
+fn place(y: &serde_saphyr::Error) -> String {
+    match y.location() {
         Some(l) => format!("invalid YAML at line {}, column {}", l.line(), l.column()),
         None => "invalid YAML".into(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +212,19 @@ mod tests {
             Some("kubelogin")
         );
         assert_eq!(program_of("no quotes"), None);
+    }
+
+    #[test]
+    fn a_kubeconfig_that_does_not_parse_shows_no_line_of_it() {
+        let text = "apiVersion: v1\nusers:\n- name: u\n  user:\n    token: abc123secret\n    bad: [\n";
+        let e = kube::config::Kubeconfig::from_yaml(text).unwrap_err();
+        assert!(
+            e.to_string().contains("abc123secret"),
+            "kube-rs quotes the line: {e}"
+        );
+        let shown = error_chain(&e);
+        assert!(shown.starts_with("kubeconfig: invalid YAML"), "{shown}");
+        assert!(!shown.contains("abc123secret"), "{shown}");
     }
 
     #[test]

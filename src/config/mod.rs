@@ -45,6 +45,8 @@ pub const RESERVED_CLUSTER_NAMES: &[&str] = &[
     "healthz",
     "livez",
     "readyz",
+    "statusz",
+    "flagz",
     "openapi",
     "openid",
     ".well-known",

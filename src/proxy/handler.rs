@@ -214,10 +214,7 @@ impl Proxy {
             peer: peer.clone(),
             uri: req.uri().path_and_query().cloned(),
             // Anyone can write X-Forwarded-For: only a trusted proxy's reaches logs and audit.
-            forwarded_for: (trusted
-                .then(|| req.headers().get(headers::X_FORWARDED_FOR))
-                .flatten())
-            .cloned(),
+            forwarded_for: trusted.then(|| forwarded_chain(req.headers())).flatten(),
             request_id,
             started: Instant::now(),
             user: None,
@@ -375,7 +372,13 @@ impl Proxy {
         };
 
         self.rewrite(&mut parts, fwd.uri, fwd.upgrade, user, &fwd.carry, ctx)?;
-        if let (Some(checked), Some(whole)) = (&fwd.checked, whole) {
+        if let (Some(checked), Some(mut whole)) = (&fwd.checked, whole) {
+            if precondition::held(&info.verb) {
+                // The dry run and the real write carry the same bytes (YAML made JSON), in a
+                // media type whose real write can be held to what the dry run saw.
+                whole = precondition::prepare(&mut parts.headers, whole).map_err(Refusal::Precondition)?;
+                body = Either::Right(Full::new(whole.clone()));
+            }
             let deadline = self.opts.body_timeout;
             let (plan, snapshot) = (&checked.plan, &checked.snapshot);
             // Boxed: the largest state of any await here, held by every request's future
@@ -498,6 +501,23 @@ impl Proxy {
             _ => Err(Refusal::TooManyRequests),
         }
     }
+}
+
+/// Every `X-Forwarded-For` field as one chain (RFC 9110: fields of one name are one
+/// comma-separated list). A front proxy that appends its own field after the client's (HAProxy's
+/// `option forwardfor`) leaves the address it saw last, where [`client_address`] reads it.
+fn forwarded_chain(h: &http::HeaderMap) -> Option<HeaderValue> {
+    let mut all = h.get_all(headers::X_FORWARDED_FOR).iter();
+    let first = all.next()?;
+    let Some(second) = all.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(all) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 /// The address a client is counted under: the peer, or for a trusted front proxy the address it

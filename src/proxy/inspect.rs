@@ -102,12 +102,7 @@ pub async fn check_write(
     who: Requester<'_>,
     deadline: Duration,
 ) -> Result<Verdict, Refusal> {
-    let holds = matches!(info.verb.as_str(), "update" | "patch");
-    if holds {
-        // Before the dry run: a body whose real write could not carry the precondition is not
-        // worth trying.
-        precondition::supported(&parts.headers).map_err(Refusal::Precondition)?;
-    }
+    let holds = precondition::held(&info.verb);
     let dry = dry_run(cluster, parts, whole, deadline).await?;
     if !dry.status.is_success() {
         let mut resp = Response::new(Either::Right(Full::new(dry.body)));

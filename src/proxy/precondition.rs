@@ -95,7 +95,41 @@ pub fn supported(headers: &HeaderMap) -> Result<(), PreconditionError> {
     }
 }
 
-/// `body` rewritten to carry `seen` as its precondition; `headers` (Content-Type,
+/// Whether a checked write of `verb` is held to the object its dry run saw (an update or patch).
+pub fn held(verb: &str) -> bool {
+    matches!(verb, "update" | "patch")
+}
+
+/// The body of a held write as both its dry run and its real write will carry it: refused when
+/// its media type cannot be held; YAML that is not JSON rewritten as JSON (an `application/yaml`
+/// PUT then says `application/json`). Before the dry run, so what kube-apiserver is asked to
+/// check is exactly what it is asked to write: YAML readers differ (merge keys, duplicate keys),
+/// and a body read one way by the dry run and another way by the proxy's re-encoding could be
+/// checked as one thing and written as another.
+pub fn prepare(headers: &mut HeaderMap, body: Bytes) -> Result<Bytes, PreconditionError> {
+    supported(headers)?;
+    let media = media_type(headers);
+    if !matches!(
+        media.as_str(),
+        "application/yaml" | "application/apply-patch+yaml"
+    ) {
+        return Ok(body);
+    }
+    let json = if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+        body
+    } else {
+        let object: Value =
+            serde_saphyr::from_slice(&body).map_err(|_| PreconditionError::Unreadable("YAML"))?;
+        Bytes::from(serde_json::to_vec(&object).map_err(|_| PreconditionError::Unreadable("YAML"))?)
+    };
+    if media == "application/yaml" {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(json.len()));
+    Ok(json)
+}
+
+/// `body` (as [`prepare`] left it) rewritten to carry `seen` as its precondition; `headers` (Content-Type,
 /// Content-Length) follow the new body.
 pub fn hold_to(headers: &mut HeaderMap, body: &[u8], seen: &Seen) -> Result<Bytes, PreconditionError> {
     let media = media_type(headers);
@@ -117,22 +151,11 @@ pub fn hold_to(headers: &mut HeaderMap, body: &[u8], seen: &Seen) -> Result<Byte
         ""
         | "application/json"
         | "application/merge-patch+json"
-        | "application/strategic-merge-patch+json" => {
+        | "application/strategic-merge-patch+json"
+        // [`prepare`] made a YAML body JSON (which is YAML too: an apply keeps its media type).
+        | "application/yaml"
+        | "application/apply-patch+yaml" => {
             let object = serde_json::from_slice(body).map_err(|_| PreconditionError::Unreadable("JSON"))?;
-            serde_json::to_vec(&with_metadata(object, seen)?)
-        }
-        // YAML is a superset of JSON: the same object written as JSON is the same write
-        // (kube-apiserver decodes YAML by converting it to JSON).
-        "application/yaml" | "application/apply-patch+yaml" => {
-            let object: Value = match serde_json::from_slice(body) {
-                Ok(v) => v,
-                Err(_) => {
-                    serde_saphyr::from_slice(body).map_err(|_| PreconditionError::Unreadable("YAML"))?
-                }
-            };
-            if media == "application/yaml" {
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            }
             serde_json::to_vec(&with_metadata(object, seen)?)
         }
         _ => return Err(PreconditionError::Unsupported(media)),
@@ -200,7 +223,8 @@ mod tests {
 
     fn held(ct: &str, body: &str) -> (HeaderMap, Value) {
         let mut h = headers(ct);
-        let out = hold_to(&mut h, body.as_bytes(), &seen()).expect(ct);
+        let body = prepare(&mut h, Bytes::from(body.to_string())).expect(ct);
+        let out = hold_to(&mut h, &body, &seen()).expect(ct);
         assert_eq!(h[header::CONTENT_LENGTH], out.len().to_string().as_str());
         (h, serde_json::from_slice(&out).unwrap())
     }
@@ -247,6 +271,29 @@ mod tests {
             "JSON is YAML"
         );
         assert_eq!(v["metadata"]["resourceVersion"], "42");
+    }
+
+    #[test]
+    fn yaml_is_made_json_before_the_dry_run_so_both_writes_read_the_same_object() {
+        // A merge key: YAML readers disagree on whether it or the key before it wins. The dry
+        // run and the real write both get the proxy's reading, as JSON.
+        let yaml = "rules:\n- verbs: ['*']\n  <<: {verbs: [get]}\n";
+        let mut h = headers("application/apply-patch+yaml");
+        let body = prepare(&mut h, Bytes::from(yaml)).unwrap();
+        let once: Value = serde_json::from_slice(&body).expect("JSON before the dry run");
+        assert_eq!(h[header::CONTENT_LENGTH], body.len().to_string().as_str());
+        let out = hold_to(&mut h, &body, &seen()).unwrap();
+        let twice: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            twice["rules"], once["rules"],
+            "the real write carries what the dry run saw"
+        );
+        // A JSON body is left byte for byte.
+        let json = Bytes::from_static(br#"{"kind":"Role"}"#);
+        assert_eq!(
+            prepare(&mut headers("application/yaml"), json.clone()).unwrap(),
+            json
+        );
     }
 
     #[test]

@@ -130,6 +130,26 @@ fn a_managed_role_counts_for_the_role_ref_kind() {
     assert_eq!(objects.role_bindings[0].role_ref.kind, RoleRefKind::Role);
 }
 
+/// A Role created in the cluster under a CAPIClusterRole's name does not turn the platform's
+/// CAPIRoleBinding into a binding to the cluster's Role: the proxy's own role resources decide
+/// the kind first.
+#[test]
+fn a_role_written_in_the_cluster_cannot_redirect_a_binding() {
+    let mut p = CapiPolicy::default();
+    p.cluster_roles.extend([role(
+        "viewer",
+        json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}], "targetClusters": ["*"]}),
+    )]);
+    p.role_bindings.extend([binding(
+        "x/viewers",
+        "viewers",
+        json!({"roleRef": ["viewer"], "subjects": [{"group": "g"}],
+               "targetClusters": ["*"], "targetNamespaces": ["team"]}),
+    )]);
+    let objects = p.objects_for("a", |ns, r| ns == "team" && r == "viewer", |_| false);
+    assert_eq!(objects.role_bindings[0].role_ref.kind, RoleRefKind::ClusterRole);
+}
+
 #[test]
 fn cluster_bindings_and_targets() {
     let mut p = CapiPolicy::default();

@@ -23,8 +23,9 @@ enum Origin {
 /// Authority has one direction: a binding the proxy defines resolves its roleRef among the
 /// proxy's roles first, so nothing written inside a managed cluster changes what it grants; only
 /// a role the proxy does not define is looked up in the cluster. A binding of the cluster's own
-/// resolves among the cluster's roles first (what kube-apiserver itself would grant), and to the
-/// proxy's role of that name when the cluster has none. Within one origin, when two roles of the
+/// resolves among the cluster's roles only, as kube-apiserver resolves it: a binding left
+/// dangling in a cluster (its role deleted after the binding passed kube's escalation check on
+/// an empty role of that name) must not pick up a role the proxy defines. Within one origin, when two roles of the
 /// same kind share a name (and namespace) the first one added wins, as with the Go proxy's static
 /// resolver: add the sources in order of precedence.
 #[derive(Debug, Default)]
@@ -36,11 +37,11 @@ pub struct SnapshotBuilder<'a> {
     role_bindings: Vec<(Origin, &'a RoleBinding)>,
 }
 
-/// `[first, then]` to look a roleRef up in, for a binding of `origin`.
-fn lookup_order(origin: Origin) -> [usize; 2] {
+/// The tables to look a roleRef up in, in order, for a binding of `origin`.
+fn lookup_order(origin: Origin) -> &'static [usize] {
     match origin {
-        Origin::Cluster => [0, 1],
-        Origin::Proxy => [1, 0],
+        Origin::Cluster => &[0],
+        Origin::Proxy => &[1, 0],
     }
 }
 
@@ -61,6 +62,24 @@ impl<'a> SnapshotBuilder<'a> {
             .extend(objects.cluster_role_bindings.iter().map(|b| (Origin::Proxy, b)));
         self.role_bindings
             .extend(objects.role_bindings.iter().map(|b| (Origin::Proxy, b)));
+        self
+    }
+
+    /// Objects the cluster itself holds, all at once (tests and benches; the watch cache adds
+    /// its objects one by one).
+    pub fn add_cluster_objects(&mut self, objects: &'a RbacObjects) -> &mut Self {
+        for r in &objects.cluster_roles {
+            self.add_cluster_role(r);
+        }
+        for r in &objects.roles {
+            self.add_role(r);
+        }
+        for b in &objects.cluster_role_bindings {
+            self.add_cluster_role_binding(b);
+        }
+        for b in &objects.role_bindings {
+            self.add_role_binding(b);
+        }
         self
     }
 
@@ -103,14 +122,14 @@ impl<'a> SnapshotBuilder<'a> {
 
     fn cluster_role(&self, origin: Origin, name: &str) -> Option<&Rules> {
         lookup_order(origin)
-            .into_iter()
-            .find_map(|i| self.cluster_roles[i].get(name))
+            .iter()
+            .find_map(|&i| self.cluster_roles[i].get(name))
     }
 
     fn role(&self, origin: Origin, namespace: &'a str, name: &'a str) -> Option<&Rules> {
         lookup_order(origin)
-            .into_iter()
-            .find_map(|i| self.roles[i].get(&(namespace, name)))
+            .iter()
+            .find_map(|&i| self.roles[i].get(&(namespace, name)))
     }
 
     /// Roles the cluster defines under a name the proxy defines too (`ClusterRole NAME`,
@@ -167,18 +186,15 @@ impl<'a> SnapshotBuilder<'a> {
                 }
             }
         }
-        // As a binding written in the cluster will resolve: the cluster's roles, then the proxy's.
-        for table in self.cluster_roles.iter().rev() {
-            for (name, rules) in table {
-                snapshot.cluster_roles.insert(Box::from(*name), Arc::clone(rules));
-            }
+        // As a binding written in the cluster will resolve: among the cluster's roles only.
+        let cluster = Origin::Cluster as usize;
+        for (name, rules) in &self.cluster_roles[cluster] {
+            snapshot.cluster_roles.insert(Box::from(*name), Arc::clone(rules));
         }
-        for table in self.roles.iter().rev() {
-            for ((namespace, name), rules) in table {
-                snapshot
-                    .roles
-                    .insert(format!("{namespace}/{name}").into_boxed_str(), Arc::clone(rules));
-            }
+        for ((namespace, name), rules) in &self.roles[cluster] {
+            snapshot
+                .roles
+                .insert(format!("{namespace}/{name}").into_boxed_str(), Arc::clone(rules));
         }
         snapshot.collisions = self.collisions();
         snapshot
@@ -186,9 +202,10 @@ impl<'a> SnapshotBuilder<'a> {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from one set of objects.
+    /// Builds a snapshot from one set of objects, as if a cluster held them all (with one
+    /// origin, grants are the same either way; the roles are then what `role_rules` sees).
     pub fn build(objects: &RbacObjects) -> Snapshot {
-        SnapshotBuilder::new().add_objects(objects).build()
+        SnapshotBuilder::new().add_cluster_objects(objects).build()
     }
 }
 

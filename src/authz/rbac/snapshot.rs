@@ -59,9 +59,9 @@ pub struct Snapshot {
     /// User names, including `system:serviceaccount:<ns>:<name>` for ServiceAccount subjects.
     pub(super) users: FastMap<Box<str>, Grants>,
     pub(super) groups: FastMap<Box<str>, Grants>,
-    /// Every ClusterRole by name, and every Role by `namespace/name`, as bindings resolve them
-    /// (first source wins): a new binding's roleRef is looked up here, so the escalation check
-    /// sees exactly the rules the proxy will grant through that binding.
+    /// The cluster's own ClusterRoles by name and Roles by `namespace/name`, as the cluster's
+    /// bindings resolve them: a binding written through the proxy is looked up here, so the
+    /// escalation check sees exactly the rules the proxy will grant through that binding.
     pub(super) cluster_roles: FastMap<Box<str>, Rules>,
     pub(super) roles: FastMap<Box<str>, Rules>,
     /// Roles the cluster defines under a name the proxy defines too (see

@@ -145,8 +145,12 @@ fn snapshot() -> Snapshot {
     }
     objects.role_bindings.push(bind("bob", "bind-view"));
     objects.role_bindings.push(bind("cara", "escalate-roles"));
-    objects.extend(default_role_objects("k8s", &["dev"]));
-    Snapshot::build(&objects)
+    // The built-in roles are the proxy's, not the cluster's.
+    let defaults = default_role_objects("k8s", &["dev"]);
+    crate::authz::rbac::SnapshotBuilder::new()
+        .add_cluster_objects(&objects)
+        .add_objects(&defaults)
+        .build()
 }
 
 fn info(method: &str, path: &str) -> RequestInfo {
