@@ -14,7 +14,9 @@
 //!   without end. [`H2PathGuard`] reads the client's frames before h2 does and, for a `:path`
 //!   longer than the limit, hands h2 a short marker path instead ([`URI_TOO_LONG_PATH`] and the
 //!   length); the handler answers that with a 414 `Status`. Nothing else in the stream changes:
-//!   every other frame, and every other header block, passes through byte for byte.
+//!   every other frame, and every other header block, passes through byte for byte. HPACK lets a
+//!   client name `:path` by an index into its dynamic table, so the guard keeps that table as
+//!   h2's decoder holds it (`edge/hpack.rs`).
 
 use std::{
     io,
@@ -25,6 +27,8 @@ use std::{
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
+
+use self::hpack::{Scan, Table};
 
 pub use crate::proxy::size::{
     MAX_H1_HEADERS, MAX_HEAD_BYTES, MAX_URI_LEN, URI_TOO_LONG_PATH, uri_too_long, uri_too_long_message,
@@ -226,6 +230,7 @@ const PREFACE_LEN: usize = 24;
 const READ_ROOM: usize = 16 * 1024;
 const FRAME_HEADER: usize = 9;
 const HEADERS: u8 = 0x1;
+const PUSH_PROMISE: u8 = 0x5;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -236,9 +241,6 @@ const MAX_FRAME: usize = 16_384;
 /// A header block buffered beyond this is passed on as it is (h2 refuses it on its own: it is
 /// larger than the header list the proxy accepts, even with HPACK's compression).
 const MAX_BLOCK: usize = 2 * MAX_HEAD_BYTES;
-/// An encoded `:path` shorter than this cannot decode to more than [`MAX_URI_LEN`] bytes (no
-/// Huffman code is shorter than 5 bits), so it is never decoded.
-const MIN_SUSPECT: usize = MAX_URI_LEN * 5 / 8;
 
 enum H2State {
     /// The client's connection preface, passed on.
@@ -251,6 +253,8 @@ enum H2State {
     Block {
         stream: u32,
         end_stream: bool,
+        /// HEADERS or PUSH_PROMISE: the frame that started the block.
+        first: u8,
         raw: BytesMut,
         fragments: BytesMut,
         /// Inside a frame's payload (false: between the frames of the block).
@@ -272,6 +276,11 @@ pub struct H2PathGuard<IO> {
     /// Looked at, ready for h2.
     output: BytesMut,
     eof: bool,
+    /// The client's HPACK dynamic table, as h2's decoder holds it.
+    table: Table,
+    /// The client sent what h2 ends the connection on: the table no longer counts, and
+    /// everything after passes as it is.
+    lost: bool,
 }
 
 impl<IO> H2PathGuard<IO> {
@@ -283,6 +292,8 @@ impl<IO> H2PathGuard<IO> {
             input: BytesMut::new(),
             output: BytesMut::new(),
             eof: false,
+            table: Table::default(),
+            lost: false,
         }
     }
 
@@ -308,12 +319,18 @@ impl<IO> H2PathGuard<IO> {
                     let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
                     let (kind, flags) = (h[3], h[4]);
                     let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                    if kind == HEADERS && len <= MAX_FRAME {
+                    // h2 decodes a client's PUSH_PROMISE too (then refuses it, or ignores it
+                    // after a GOAWAY): its block changes the table as well.
+                    let block = kind == HEADERS || kind == PUSH_PROMISE;
+                    // A larger frame is h2's connection error (FRAME_SIZE_ERROR).
+                    self.lost |= block && len > MAX_FRAME;
+                    if block && !self.lost {
                         let mut raw = BytesMut::with_capacity(FRAME_HEADER + len);
                         raw.extend_from_slice(&self.input.split_to(FRAME_HEADER));
                         self.state = H2State::Block {
                             stream,
                             end_stream: flags & END_STREAM != 0,
+                            first: kind,
                             raw,
                             fragments: BytesMut::new(),
                             reading: true,
@@ -330,6 +347,7 @@ impl<IO> H2PathGuard<IO> {
                 H2State::Block {
                     stream,
                     end_stream,
+                    first,
                     raw,
                     fragments,
                     reading,
@@ -361,19 +379,25 @@ impl<IO> H2PathGuard<IO> {
                     }
                     // The frame is whole: its fragment, without padding and priority.
                     *reading = false;
-                    match fragment(&raw[raw.len() - *len..], *flags, *kind) {
-                        Some(f) => fragments.extend_from_slice(f),
-                        None => {
+                    match fragment(&raw[raw.len() - *len..], *flags, *kind, *stream) {
+                        Fragment::Of(f) => fragments.extend_from_slice(f),
+                        Fragment::SelfDependent if *flags & END_HEADERS != 0 => {
+                            // h2 resets the stream without decoding the block: the table stays.
+                            self.output.extend_from_slice(raw);
+                            self.state = H2State::Frame;
+                            continue;
+                        }
+                        Fragment::SelfDependent | Fragment::Invalid => {
                             self.give_up();
                             continue;
                         }
                     }
                     if *flags & END_HEADERS != 0 {
-                        let (stream, end_stream) = (*stream, *end_stream);
+                        let (stream, end_stream, first) = (*stream, *end_stream, *first);
                         let raw = std::mem::take(raw);
                         let fragments = std::mem::take(fragments);
                         self.state = H2State::Frame;
-                        self.finish_block(stream, end_stream, raw, &fragments);
+                        self.finish_block(stream, end_stream, first, raw, &fragments);
                     } else if raw.len() > MAX_BLOCK {
                         self.give_up();
                     }
@@ -382,7 +406,8 @@ impl<IO> H2PathGuard<IO> {
         }
     }
 
-    /// Passes a block gathered so far on as it came, and goes on frame by frame.
+    /// Passes a block gathered so far on as it came, and goes on frame by frame: h2 ends the
+    /// connection on what made the guard give up.
     fn give_up(&mut self) {
         if let H2State::Block { raw, need, .. } = &mut self.state {
             self.output.extend_from_slice(raw);
@@ -392,35 +417,68 @@ impl<IO> H2PathGuard<IO> {
             } else {
                 H2State::Frame
             };
+            self.lost = true;
         }
     }
 
-    fn finish_block(&mut self, stream: u32, end_stream: bool, raw: BytesMut, block: &[u8]) {
-        match rewrite_long_path(block) {
-            Some((len, new_block)) => {
+    fn finish_block(&mut self, stream: u32, end_stream: bool, first: u8, raw: BytesMut, block: &[u8]) {
+        match self.table.scan(block) {
+            // A PUSH_PROMISE only counts for the table: h2 serves no request from it.
+            Scan::Rewrite(len, new_block) if first == HEADERS => {
                 tracing::debug!(stream, len, "HTTP/2 request path longer than the URI type holds");
                 write_header_frames(&mut self.output, stream, end_stream, &new_block);
             }
-            None => self.output.extend_from_slice(&raw),
+            Scan::Invalid => {
+                self.lost = true;
+                self.output.extend_from_slice(&raw);
+            }
+            Scan::Rewrite(..) | Scan::Keep => self.output.extend_from_slice(&raw),
         }
     }
 }
 
-/// The header block fragment of a HEADERS or CONTINUATION payload.
-fn fragment(payload: &[u8], flags: u8, kind: u8) -> Option<&[u8]> {
+enum Fragment<'a> {
+    Of(&'a [u8]),
+    /// A HEADERS frame whose stream depends on itself: h2 resets the stream without decoding
+    /// the block (a stream error, checked before the padding).
+    SelfDependent,
+    /// A frame h2 ends the connection on.
+    Invalid,
+}
+
+/// The header block fragment of a HEADERS, PUSH_PROMISE or CONTINUATION payload, read as h2
+/// reads it.
+fn fragment(payload: &[u8], flags: u8, kind: u8, stream: u32) -> Fragment<'_> {
     if kind == CONTINUATION {
-        return Some(payload);
+        return Fragment::Of(payload);
     }
     let mut p = payload;
     let mut pad = 0usize;
     if flags & PADDED != 0 {
-        pad = usize::from(*p.first()?);
-        p = &p[1..];
+        let Some((&n, rest)) = p.split_first() else {
+            return Fragment::Invalid;
+        };
+        (pad, p) = (usize::from(n), rest);
     }
-    if flags & PRIORITY != 0 {
-        p = p.get(5..)?;
+    if kind == PUSH_PROMISE {
+        // The promised stream's id; h2 wants at least one octet after it.
+        if p.len() < 5 {
+            return Fragment::Invalid;
+        }
+        p = &p[4..];
+    } else if flags & PRIORITY != 0 {
+        let Some((dep, rest)) = p.split_first_chunk::<5>() else {
+            return Fragment::Invalid;
+        };
+        if u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]]) & 0x7fff_ffff == stream {
+            return Fragment::SelfDependent;
+        }
+        p = rest;
     }
-    p.get(..p.len().checked_sub(pad)?)
+    match p.len().checked_sub(pad) {
+        Some(len) => Fragment::Of(&p[..len]),
+        None => Fragment::Invalid,
+    }
 }
 
 /// HEADERS (then CONTINUATION) frames carrying `block`, at most [`MAX_FRAME`] each.
@@ -550,184 +608,12 @@ pub fn guarded(input: &[u8], chunk: usize) -> Vec<u8> {
     }
 }
 
-// ---- HPACK, only as far as finding `:path` needs
+mod hpack;
+mod huffman;
 
-/// An HPACK integer with an `n`-bit prefix at `b[*i]`.
-fn int(b: &[u8], i: &mut usize, n: u32) -> Option<usize> {
-    let mask = (1usize << n) - 1;
-    let mut v = usize::from(*b.get(*i)?) & mask;
-    *i += 1;
-    if v < mask {
-        return Some(v);
-    }
-    let mut shift = 0u32;
-    loop {
-        let byte = *b.get(*i)?;
-        *i += 1;
-        v = v.checked_add(usize::from(byte & 0x7f).checked_shl(shift)?)?;
-        if byte & 0x80 == 0 {
-            return Some(v);
-        }
-        shift += 7;
-        if shift > 28 {
-            return None;
-        }
-    }
-}
-
-/// A string literal at `b[*i]`: (huffman, start, end).
-fn string(b: &[u8], i: &mut usize) -> Option<(bool, usize, usize)> {
-    let huffman = *b.get(*i)? & 0x80 != 0;
-    let len = int(b, i, 7)?;
-    let start = *i;
-    let end = start.checked_add(len).filter(|&e| e <= b.len())?;
-    *i = end;
-    Some((huffman, start, end))
-}
-
-/// When `block` carries a `:path` literal longer than [`MAX_URI_LEN`] decoded: its decoded length
-/// and the block with the marker path in its place. The static table's `:path` entries (4, 5) or
-/// a literal `:path` name are recognised, which is how HPACK encoders send a long path (it
-/// cannot be in the dynamic table: it is larger than the table).
-fn rewrite_long_path(block: &[u8]) -> Option<(usize, Vec<u8>)> {
-    let mut i = 0;
-    while i < block.len() {
-        let start = i;
-        let b = block[i];
-        let (prefix, incremental) = if b & 0x80 != 0 {
-            int(block, &mut i, 7)?;
-            continue;
-        } else if b & 0x40 != 0 {
-            (6, true)
-        } else if b & 0x20 != 0 {
-            int(block, &mut i, 5)?;
-            continue;
-        } else {
-            (4, false)
-        };
-        let index = int(block, &mut i, prefix)?;
-        let is_path = match index {
-            4 | 5 => true,
-            0 => {
-                let (h, s, e) = string(block, &mut i)?;
-                !h && &block[s..e] == b":path"
-            }
-            _ => false,
-        };
-        let (huffman, s, e) = string(block, &mut i)?;
-        if !is_path {
-            continue;
-        }
-        let encoded = e - s;
-        if (huffman && encoded < MIN_SUSPECT) || (!huffman && encoded <= MAX_URI_LEN) {
-            return None;
-        }
-        let decoded = if huffman {
-            huffman_len(&block[s..e])?
-        } else {
-            encoded
-        };
-        if decoded <= MAX_URI_LEN {
-            return None;
-        }
-        let mut out = Vec::with_capacity(block.len() - (i - start) + 64);
-        out.extend_from_slice(&block[..start]);
-        let mut value = format!("{URI_TOO_LONG_PATH}{decoded}");
-        if incremental {
-            // The client added the long path to its dynamic table, which emptied it (an entry
-            // larger than the table does): an entry as large keeps h2's table the same.
-            value.push('?');
-            value.extend(std::iter::repeat_n('p', 4200));
-            out.push(0x44);
-        } else {
-            out.push(0x04);
-        }
-        push_int(&mut out, value.len(), 7, 0);
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(&block[i..]);
-        return Some((decoded, out));
-    }
-    None
-}
-
-fn push_int(out: &mut Vec<u8>, v: usize, n: u32, high: u8) {
-    let mask = (1usize << n) - 1;
-    if v < mask {
-        out.push(high | v as u8);
-        return;
-    }
-    out.push(high | mask as u8);
-    let mut rest = v - mask;
-    while rest >= 0x80 {
-        out.push((rest & 0x7f) as u8 | 0x80);
-        rest >>= 7;
-    }
-    out.push(rest as u8);
-}
-
-/// Code lengths of HPACK's Huffman code (RFC 7541, Appendix B), symbols 0 to 256 (EOS). The code
-/// is canonical, so the lengths define it.
-const HUFFMAN_LENGTHS: [u8; 257] = [
-    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28, 28, 28,
-    28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6,
-    6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7,
-    8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7,
-    15, 11, 14, 13, 28, 20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24,
-    23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23,
-    23, 21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26,
-    26, 26, 27, 27, 26, 24, 25, 19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20,
-    21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27,
-    27, 27, 26, 30,
-];
-
-/// Canonical decoding tables: per code length, the first code and how many codes have it.
-struct Canonical {
-    first: [u32; 31],
-    count: [u32; 31],
-}
-
-fn canonical() -> &'static Canonical {
-    static TABLE: std::sync::OnceLock<Canonical> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut count = [0u32; 31];
-        for &l in &HUFFMAN_LENGTHS {
-            count[usize::from(l)] += 1;
-        }
-        let mut first = [0u32; 31];
-        let mut code = 0u32;
-        for len in 1..31 {
-            code = (code + count[len - 1]) << 1;
-            first[len] = code;
-        }
-        Canonical { first, count }
-    })
-}
-
-/// How many octets a Huffman-coded string decodes to; `None` when it is not valid HPACK Huffman
-/// (EOS inside, or padding longer than 7 bits or not all ones).
-fn huffman_len(data: &[u8]) -> Option<usize> {
-    let t = canonical();
-    let (mut code, mut len, mut n) = (0u32, 0usize, 0usize);
-    for &byte in data {
-        for bit in (0..8).rev() {
-            code = (code << 1) | u32::from((byte >> bit) & 1);
-            len += 1;
-            let offset = code.wrapping_sub(t.first[len]);
-            if code >= t.first[len] && offset < t.count[len] {
-                if len == 30 && offset == t.count[30] - 1 {
-                    return None; // EOS is the last 30-bit code
-                }
-                n += 1;
-                code = 0;
-                len = 0;
-            } else if len >= 30 {
-                return None;
-            }
-        }
-    }
-    // Padding: the high bits of EOS (all ones), fewer than 8.
-    (len < 8 && code == (1u32 << len) - 1).then_some(n)
-}
-
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod scenario;
 #[cfg(test)]
 mod tests;

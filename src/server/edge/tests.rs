@@ -1,40 +1,42 @@
+use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::hpack::{int, push_int, string};
+use super::huffman::decoded_len as huffman_len;
+use super::reference::huffman_encode;
+use super::scenario::Op;
 use super::*;
 
-/// The canonical code of every symbol, from the lengths (what an HPACK encoder uses).
-fn codes() -> Vec<(u32, u8)> {
-    let mut order: Vec<usize> = (0..257).collect();
-    order.sort_by_key(|&s| (HUFFMAN_LENGTHS[s], s));
-    let mut codes = vec![(0u32, 0u8); 257];
-    let (mut code, mut prev) = (0u32, HUFFMAN_LENGTHS[order[0]]);
-    for (n, &s) in order.iter().enumerate() {
-        let len = HUFFMAN_LENGTHS[s];
-        if n > 0 {
-            code = (code + 1) << (len - prev);
-        }
-        prev = len;
-        codes[s] = (code, len);
-    }
-    codes
+mod representations;
+
+fn op() -> impl Strategy<Value = Op> {
+    let len = prop_oneof![
+        6 => 0..48u32,
+        3 => 1000..4100u32,
+        1 => Just(65_534u32),
+        1 => 65_535..65_600u32,
+        1 => 69_990..70_010u32,
+    ];
+    prop_oneof![
+        1 => any::<u16>().prop_map(Op::Resize),
+        2 => any::<u16>().prop_map(Op::Indexed),
+        8 => (any::<u8>(), len, any::<u8>(), 0..4u8, any::<bool>(), 0..3u8).prop_map(
+            |(name, len, fill, name_as, huffman, indexing)| Op::Literal { name, len, fill, name_as, huffman, indexing }
+        ),
+    ]
 }
 
-fn huffman_encode(s: &[u8]) -> Vec<u8> {
-    let codes = codes();
-    let (mut acc, mut bits, mut out) = (0u64, 0u32, Vec::new());
-    for &b in s {
-        let (code, len) = codes[usize::from(b)];
-        acc = (acc << len) | u64::from(code);
-        bits += u32::from(len);
-        while bits >= 8 {
-            out.push((acc >> (bits - 8)) as u8);
-            bits -= 8;
-        }
+/// A connection's header blocks, each of operations for the reference encoder.
+pub(super) fn blocks() -> impl Strategy<Value = Vec<Vec<Op>>> {
+    prop::collection::vec(prop::collection::vec(op(), 0..8), 1..8)
+}
+
+/// `block` through a fresh connection's table: its decoded length and rewrite, when rewritten.
+fn rewrite_long_path(block: &[u8]) -> Option<(usize, Vec<u8>)> {
+    match Table::default().scan(block) {
+        Scan::Rewrite(len, out) => Some((len, out)),
+        Scan::Keep | Scan::Invalid => None,
     }
-    if bits > 0 {
-        out.push(((acc << (8 - bits)) as u8) | ((1u8 << (8 - bits)) - 1));
-    }
-    out
 }
 
 #[test]
