@@ -333,3 +333,76 @@ async fn streams_beyond_the_limit_are_refused() {
     assert!(open <= 50, "{open} streams served at once, the limit is 50");
     assert!(refused >= 70, "{refused} streams refused with REFUSED_STREAM");
 }
+
+/// `:path` Huffman-coded (RFC 7541, Appendix B): ':' 1011100, 'p' 101011, 'a' 00011,
+/// 't' 01001, 'h' 100111, and three one-bits of padding.
+const HUFFMAN_PATH: [u8; 4] = [0xb9, 0x58, 0xd3, 0x3f];
+
+/// `request_block` with its `:path` literal (static name, without indexing) written as `first`
+/// (representation and name) instead.
+fn with_path_as(first: &[u8], path: &str, token: &str) -> Vec<u8> {
+    let block = request_block(path, token);
+    assert_eq!(&block[..3], &[0x82, 0x87, 0x04]);
+    [&block[..2], first, &block[3..]].concat()
+}
+
+#[tokio::test]
+async fn a_long_path_in_any_hpack_representation_gets_a_414_status_not_a_reset() {
+    let p = start(&[]).await;
+    let mut conn = p.attacker().await;
+    let short = "/k8s/api/v1/namespaces/dev/pods";
+    let mut long = format!("{short}?labelSelector=x+in+%28");
+    while long.len() < 70_000 {
+        long.push_str("v00001%2C");
+    }
+    let mut out = Vec::new();
+    // 1: the short path with incremental indexing: the dynamic table's entry 62 is `:path`.
+    out.extend(h2raw::headers(1, &with_path_as(&[0x44], short, &p.token)));
+    // 3: the long path as a literal whose name is dynamic entry 62 (4-bit prefix: 15 + 47).
+    out.extend(h2raw::headers(3, &with_path_as(&[0x0f, 0x2f], &long, &p.token)));
+    // 5: the long path with a Huffman-coded literal name, never indexed.
+    let huffman_name = [&[0x10, 0x80 | 4][..], &HUFFMAN_PATH].concat();
+    out.extend(h2raw::headers(5, &with_path_as(&huffman_name, &long, &p.token)));
+    // 7: the same with incremental indexing: the client's table empties, and h2's must too.
+    let huffman_name = [&[0x40, 0x80 | 4][..], &HUFFMAN_PATH].concat();
+    out.extend(h2raw::headers(7, &with_path_as(&huffman_name, &long, &p.token)));
+    // 9, 11: the connection and its table go on: the short path added again, then used by its
+    // dynamic name index.
+    out.extend(h2raw::headers(9, &with_path_as(&[0x44], short, &p.token)));
+    out.extend(h2raw::headers(11, &with_path_as(&[0x0f, 0x2f], short, &p.token)));
+    conn.send(&out).await.expect("write");
+    let streams = [1u32, 3, 5, 7, 9, 11];
+    let ended = |c: &h2raw::Conn| {
+        streams
+            .iter()
+            .all(|s| c.streams.get(s).is_some_and(|v| v.ended || v.reset.is_some()))
+    };
+    assert!(
+        conn.read_until(Duration::from_secs(5), ended).await,
+        "no answer: {:?} (GOAWAY {:?})",
+        conn.streams,
+        conn.goaway
+    );
+    assert_eq!(conn.goaway, None);
+    for s in streams {
+        let seen = &conn.streams[&s];
+        assert_eq!(
+            seen.reset, None,
+            "stream {s}: a reset is what Go's client retries without end"
+        );
+        let status: serde_json::Value = serde_json::from_slice(&seen.data).unwrap_or_default();
+        if [3, 5, 7].contains(&s) {
+            assert_eq!(status["code"], 414, "stream {s}: {status}");
+            let message = status["message"].as_str().unwrap_or("");
+            assert!(
+                message.contains(&format!("is {} bytes long", long.len())),
+                "{message}"
+            );
+        } else {
+            assert!(
+                seen.headers && seen.ended && status["code"] != 414,
+                "stream {s}: {seen:?}"
+            );
+        }
+    }
+}
