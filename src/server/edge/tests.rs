@@ -8,6 +8,7 @@ use super::scenario::Op;
 use super::*;
 
 mod representations;
+mod through_h2;
 
 fn op() -> impl Strategy<Value = Op> {
     let len = prop_oneof![
