@@ -32,8 +32,9 @@ const LEAF: u16 = 0x8000;
 /// The code walked four bits at a time: half the table lookups of a walk byte by byte would be
 /// 128 KiB of table, bit by bit eight times as many steps.
 struct Walk {
-    /// Per state and nibble: the next state, and [`SYMBOL`] or [`INVALID`].
-    step: [u16; STATES * 16],
+    /// Per state and nibble: the next state, and [`SYMBOL`] or [`INVALID`]. Indexed by a `u8`
+    /// and a nibble, so without bounds checks.
+    step: [[u16; 16]; STATES],
     /// Whether a string may end in the state: its padding is the start of EOS (all ones), and
     /// shorter than 8 bits.
     end: [bool; STATES],
@@ -73,7 +74,7 @@ fn build() -> Walk {
     }
     debug_assert_eq!(tree.len(), STATES);
     let mut w = Walk {
-        step: [0; STATES * 16],
+        step: [[0; 16]; STATES],
         end: [false; STATES],
     };
     for (state, &(depth, all_ones)) in ones.iter().enumerate() {
@@ -92,7 +93,7 @@ fn build() -> Walk {
                     node = 0;
                 }
             }
-            w.step[state * 16 + nibble] = node as u16 | flags;
+            w.step[state][nibble] = node as u16 | flags;
         }
     }
     w
@@ -102,16 +103,16 @@ fn build() -> Walk {
 /// or padding of 8 bits or more, or not all ones).
 pub(super) fn decoded_len(data: &[u8]) -> Option<usize> {
     let w = walk();
-    let (mut state, mut n) = (0usize, 0usize);
+    let (mut state, mut n) = (0u8, 0usize);
     for &byte in data {
         for nibble in [byte >> 4, byte & 0x0f] {
-            let step = w.step[state * 16 + usize::from(nibble)];
+            let step = w.step[usize::from(state)][usize::from(nibble)];
             if step & INVALID != 0 {
                 return None;
             }
             n += usize::from(step & SYMBOL != 0);
-            state = usize::from(step & 0xff);
+            state = step as u8;
         }
     }
-    w.end[state].then_some(n)
+    w.end[usize::from(state)].then_some(n)
 }
