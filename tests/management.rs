@@ -313,6 +313,118 @@ async fn a_removed_or_replaced_cluster_ends_its_streams() {
     assert!(next.is_err(), "the other cluster's watch is still open");
 }
 
+/// A Secret key named like a Kubernetes path root is reported and skipped: with host routing
+/// it would otherwise capture the first segment of every host-style request (`/api/...`).
+#[tokio::test]
+async fn a_cluster_named_like_a_path_root_is_refused_and_host_routing_still_works() {
+    let r = ring(&[], &["--cluster-host-suffix=.kop.test"]).await;
+    r.p.wait_ready().await;
+    r.put_secret(&[("api", &kc(&r.b)), ("edge", &kc(&r.a))]);
+    r.wait_served_by("edge", Ok("a")).await;
+    let status = r.status_with_error("api").await;
+    assert_eq!(status["serving"], false, "{status}");
+    assert!(
+        status["lastError"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"api\" is reserved"),
+        "{status}"
+    );
+    // Host-style: the whole path is edge's Kubernetes path.
+    let t = r.iss.token().sub("ann").groups(&["edge:devops"]).sign();
+    let mut conn = r.p.conn().await;
+    let resp = conn
+        .get(
+            "/api/v1/namespaces/dev/configmaps",
+            &[
+                ("authorization", &format!("Bearer {t}")),
+                ("host", "edge.kop.test"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = serde_json::from_slice(&support::client::collect(resp.into_body()).await).unwrap();
+    assert_eq!(body["server"], "a", "{body}");
+}
+
+/// Nothing of a kubeconfig that could be a credential reaches the unauthenticated `/clusters`
+/// page: not a password in the server URL, not an exec plugin's environment, input or output.
+#[tokio::test]
+async fn clusters_shows_no_credential_of_a_kubeconfig() {
+    let iss = issuer().run().await;
+    let a = apiserver().name("a").run().await;
+    let server = a.url().replace("https://", "https://admin:hunter2@");
+    let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, a.ca_pem());
+    let kubeconfig = format!(
+        r#"apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{server}", certificate-authority-data: "{ca}"}}}}]
+users:
+- name: u
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: sh
+      args: ["-c", "echo stdout-token-xyz; echo plugin says no >&2; exit 3"]
+      env: [{{name: AWS_SECRET_ACCESS_KEY, value: s3cr3t-env}}]
+      interactiveMode: Never
+contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
+current-context: c
+"#
+    );
+    let with_password = format!(
+        r#"apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{server}", certificate-authority-data: "{ca}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
+current-context: c
+"#
+    );
+    let p = proxy(&iss)
+        .raw_cluster("plug", &kubeconfig)
+        .raw_cluster("pw", &with_password)
+        .no_wait()
+        .run()
+        .await;
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = p.probe_json("/clusters").await;
+        let failed = status["clusters"][0]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("exec plugin"));
+        if failed && status["clusters"][1]["serving"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (entry, pw) = (&status["clusters"][0], &status["clusters"][1]);
+    assert_eq!(
+        (entry["name"].as_str(), pw["name"].as_str()),
+        (Some("plug"), Some("pw"))
+    );
+    let shown = status.to_string();
+    let error = entry["lastError"].as_str().unwrap_or("");
+    assert!(
+        error.contains(r#"exec plugin "sh" failed with exit code 3: stderr: plugin says no"#),
+        "{shown}"
+    );
+    assert_eq!(
+        pw["server"].as_str().unwrap_or("").trim_end_matches('/'),
+        a.url().trim_end_matches('/'),
+        "{shown}"
+    );
+    for secret in [
+        "hunter2",
+        "s3cr3t-env",
+        "stdout-token-xyz",
+        "KUBERNETES_EXEC_INFO",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+}
+
 /// An API server that goes away ends the streams through it too (the proxy holds nothing open).
 #[tokio::test]
 async fn an_api_server_that_stops_ends_its_streams() {
