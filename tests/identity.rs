@@ -50,6 +50,20 @@ fn grants(api: &FakeApi) {
     );
 }
 
+/// The ServiceAccount ci/robot may read configmaps in dev (as `reader`).
+fn robot_reads(api: &FakeApi) {
+    api.store().put(
+        "rolebindings",
+        role_binding(
+            "dev",
+            "robot-reads",
+            "ClusterRole",
+            "reader",
+            json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "ci"}]),
+        ),
+    );
+}
+
 async fn get(p: &TestProxy, path: &str, token: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
     let auth = format!("Bearer {token}");
     let mut headers = vec![("authorization", auth.as_str())];
@@ -362,16 +376,7 @@ async fn token_passthrough_reviews_with_the_cluster_and_caches_briefly() {
     let api = apiserver().name("k8s").run().await;
     grants(&api);
     api.store().put("namespaces", namespace("prod"));
-    api.store().put(
-        "rolebindings",
-        role_binding(
-            "dev",
-            "robot-reads",
-            "ClusterRole",
-            "reader",
-            json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "ci"}]),
-        ),
-    );
+    robot_reads(&api);
     api.accept_token(
         "sa-token",
         "system:serviceaccount:ci:robot",
@@ -468,16 +473,7 @@ async fn token_reviews_are_bounded_per_client() {
     let iss = issuer().run().await;
     let api = apiserver().name("k8s").run().await;
     grants(&api);
-    api.store().put(
-        "rolebindings",
-        role_binding(
-            "dev",
-            "robot-reads",
-            "ClusterRole",
-            "reader",
-            json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "ci"}]),
-        ),
-    );
+    robot_reads(&api);
     api.accept_token("sa-token", "system:serviceaccount:ci:robot", &[]);
     let p = proxy(&iss)
         .arg("--token-passthrough")

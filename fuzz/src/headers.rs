@@ -30,7 +30,7 @@ pub fn run(data: &[u8]) {
     let _ = headers::bearer_token(&h);
     let upgrade = headers::wants_upgrade(Version::HTTP_11, &h) && headers::upgrade_tokens_allowed(&h);
 
-    if let Ok(Some(asked)) = impersonation::requested(&h) {
+    if let Ok(Some(asked)) = impersonation::requested(&h, &[("team".to_string(), "x".to_string())]) {
         assert!(!asked.checks().is_empty());
         let caller = User {
             name: "ann".into(),

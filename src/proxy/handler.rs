@@ -152,10 +152,8 @@ impl Proxy {
         }
         let snapshot = cluster.rbac.snapshot.load();
         let caller = user;
-        let asked = impersonation::requested(req.headers()).map_err(Refusal::BadRequest)?;
-        if let Some(asked) = &asked {
-            (asked.refuse_configured_extras(&self.opts.extra_user_headers)).map_err(Refusal::BadRequest)?;
-        }
+        let asked = impersonation::requested(req.headers(), &self.opts.extra_user_headers)
+            .map_err(Refusal::BadRequest)?;
         let user = act_as(&caller, asked.as_ref(), &snapshot, ctx)?;
         if let Some(review) = reviews::is_self_review(&info) {
             return self.self_review(req, review, &info, &user, &snapshot, ctx).await;

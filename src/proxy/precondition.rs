@@ -152,8 +152,8 @@ pub fn hold_to(headers: &mut HeaderMap, body: &[u8], seen: &Seen) -> Result<Byte
         | "application/json"
         | "application/merge-patch+json"
         | "application/strategic-merge-patch+json"
-        // [`prepare`] made a YAML body JSON (which is YAML too: an apply keeps its media type).
-        | "application/yaml"
+        // [`prepare`] made the body JSON, which is YAML too: an apply keeps its media type (an
+        // `application/yaml` PUT became `application/json`).
         | "application/apply-patch+yaml" => {
             let object = serde_json::from_slice(body).map_err(|_| PreconditionError::Unreadable("JSON"))?;
             serde_json::to_vec(&with_metadata(object, seen)?)
